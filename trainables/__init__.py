@@ -1,0 +1,6 @@
+"""Ray Tune trainables: datasets, models, SupervisedTrainable (and FDSTrainable)."""
+from trainables.data import DATASETS, Splits, load_dataset
+from trainables.models import MODELS, build_model
+from trainables.supervised import SupervisedTrainable
+
+__all__ = ["DATASETS", "MODELS", "Splits", "SupervisedTrainable", "build_model", "load_dataset"]

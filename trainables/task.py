@@ -1,0 +1,37 @@
+"""The pieces every trainable shares: the device Ray assigned, data on it, a seeded model, eval."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainables.config import TaskConfig
+from trainables.data import Splits, load_dataset
+from trainables.models import build_model
+
+
+def trial_device() -> torch.device:
+    """The GPU Ray assigned to this trial (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_task(task: TaskConfig, device: torch.device) -> tuple[Splits, nn.Module]:
+    """The task's splits on ``device`` and a model initialised from ``task.seed``."""
+    data = load_dataset(task.dataset, root=task.data_root, **dict(task.dataset_kwargs)).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(task.seed)
+        model = build_model(task.model, data.input_shape, data.num_classes, **dict(task.model_kwargs))
+    return data, model.to(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024):
+    """Mean cross-entropy and accuracy of ``model`` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        out = model(x[i:i + batch_size])
+        loss += nn.functional.cross_entropy(out, y[i:i + batch_size], reduction="sum").item()
+        correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
+    model.train(was_training)
+    return loss / len(y), correct / len(y)
