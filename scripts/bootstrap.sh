@@ -32,7 +32,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "bootstrap: installing $torch_spec"
     "$py" -m pip install -q "$torch_spec"
   fi
-  torch_version=$("$py" -c "import torch; print(torch.__version__.split('+')[0])")
+  torch_version=$("$py" -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null)
   constraints=$(mktemp)
   trap 'rm -f "$constraints"' EXIT
   echo "torch==$torch_version" >"$constraints"

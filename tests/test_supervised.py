@@ -121,3 +121,13 @@ def test_pause_resume_under_ray_matches_an_uninterrupted_run(ray_local, tmp_path
     # the resumed actor came from the checkpoint: it goes on at iteration 3, not 1 again
     assert [r["training_iteration"] for r in paused] == [1, 2, 3, 4]
     assert [{k: r[k] for k in METRICS} for r in paused] == [{k: r[k] for k in METRICS} for r in straight]
+
+
+def test_reset_config_reuses_the_actor_like_a_fresh_trainable():
+    other = {**BASE, "seed": 7, "lr_0": 0.05, "momentum": 0.5}
+    t = SupervisedTrainable(config=BASE)
+    t.train()
+    assert t.reset_config(other)
+    reused = [{k: r[k] for k in METRICS} for r in (t.train() for _ in range(2))]
+    t.stop()
+    assert reused == run_direct(other, 2)

@@ -73,6 +73,11 @@ class SupervisedTrainable(tune.Trainable):
         return {"train_loss": loss_sum / len(y), "val_loss": val_loss, "val_acc": val_acc,
                 "test_acc": test_acc, "epoch": self.epoch, "done": self.epoch >= self.epochs}
 
+    def reset_config(self, new_config):
+        # lets Ray reuse this actor for the next trial (reuse_actors=True): no process start-up
+        self.setup(new_config)
+        return True
+
     def save_checkpoint(self, checkpoint_dir):
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "shuffle": self.shuffle.get_state(), "epoch": self.epoch},

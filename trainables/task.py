@@ -1,6 +1,8 @@
 """The pieces every trainable shares: the device Ray assigned, data on it, a seeded model, eval."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -16,11 +18,17 @@ def trial_device() -> torch.device:
 
 def load_task(task: TaskConfig, device: torch.device) -> tuple[Splits, nn.Module]:
     """The task's splits on ``device`` and a model initialised from ``task.seed``."""
-    data = load_dataset(task.dataset, root=task.data_root, **dict(task.dataset_kwargs)).to(device)
+    data = _cached_dataset(task.dataset, task.data_root, task.dataset_kwargs).to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(task.seed)
         model = build_model(task.model, data.input_shape, data.num_classes, **dict(task.model_kwargs))
     return data, model.to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_dataset(name, root, kwargs: tuple) -> Splits:
+    # a reused actor (reuse_actors=True) or an FDS outer step must not reload the data
+    return load_dataset(name, root=root, **dict(kwargs))
 
 
 @torch.no_grad()

@@ -1,0 +1,154 @@
+"""The method registry: each method is a searcher + scheduler + trainable (+ per-trial resources).
+
+Every method is built for a task and a seed into the keyword arguments of ``tune.run``; the
+harness adds the same budget, resources and callbacks to all of them. Imports are local to each
+builder so that a method's dependencies load only when it runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from tune_ext.benchmark.tasks import Task
+
+# black-box methods run "unlimited" samples: the wall-clock budget is what ends them
+UNLIMITED = 100_000
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  # "black-box" or "gradient"
+    description: str
+    build: Callable[[Task, int], dict]
+
+
+def _black_box(search_alg=None, scheduler=None):
+    def build(task: Task, seed: int) -> dict:
+        from trainables import SupervisedTrainable
+
+        return {"run_or_experiment": SupervisedTrainable,
+                "config": {**task.search_space(), "seed": seed},
+                "search_alg": search_alg(seed) if search_alg else None,
+                "scheduler": scheduler(task) if scheduler else None,
+                "num_samples": UNLIMITED}
+    return build
+
+
+def _gradient(method: str):
+    def build(task: Task, seed: int) -> dict:
+        from ray import tune
+
+        from trainables import FDSTrainable
+
+        return {"run_or_experiment": FDSTrainable,
+                "config": {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)},
+                "search_alg": _random_variants(seed), "num_samples": UNLIMITED}
+    return build
+
+
+def gradient_config(task: Task, method: str) -> dict:
+    """FDSTrainable config for ``task``: the same windows as the black-box space, from lr = 0."""
+    return {**task.fixed_config(), "method": method, "n_lr_windows": task.n_lr_windows,
+            "n_momentum_windows": 1, "n_weight_decay_windows": 1}
+
+
+def _random_variants(seed):
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed)
+
+
+# --- ours --------------------------------------------------------------------------------------
+def _ours_random(seed):
+    from tune_ext.searchers import RandomSearch
+    return RandomSearch(seed=seed)
+
+
+def _ours_tpe(seed):
+    from tune_ext.searchers import TPESearch
+    return TPESearch(seed=seed)
+
+
+def _ours_cmaes(seed):
+    from tune_ext.searchers import CMAESSearch
+    return CMAESSearch(seed=seed)
+
+
+def _ours_bohb(seed):
+    from tune_ext.searchers import BOHBSearch
+    return BOHBSearch(seed=seed)
+
+
+def _ours_hyperband(task):
+    from tune_ext.schedulers import HyperbandScheduler
+    return HyperbandScheduler(max_t=task.epochs, reduction_factor=3)
+
+
+def _ours_asha(task):
+    from tune_ext.schedulers import ASHAScheduler
+    return ASHAScheduler(max_t=task.epochs, reduction_factor=3, variant="promotion")
+
+
+def _ours_adaptive(task):
+    from tune_ext.schedulers import AdaptiveASHAScheduler
+    return AdaptiveASHAScheduler(max_t=task.epochs, max_trials=UNLIMITED)
+
+
+# --- Ray's own, the yardstick ------------------------------------------------------------------
+def _ray_asha(task):
+    from ray.tune.schedulers import ASHAScheduler
+    return ASHAScheduler(max_t=task.epochs, grace_period=1, reduction_factor=3)
+
+
+def _ray_hb_bohb(task):
+    from ray.tune.schedulers import HyperBandForBOHB
+    return HyperBandForBOHB(max_t=task.epochs, reduction_factor=3)
+
+
+def _ray_tune_bohb(seed):
+    from ray.tune.search.bohb import TuneBOHB
+    return TuneBOHB(seed=seed)
+
+
+def _ray_optuna(seed):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+METHODS = {m.name: m for m in [
+    Method("random", "black-box", "RandomSearch, full budget per trial", _black_box(_ours_random)),
+    Method("tpe", "black-box", "TPESearch, full budget per trial", _black_box(_ours_tpe)),
+    Method("cmaes", "black-box", "CMAESSearch, full budget per trial", _black_box(_ours_cmaes)),
+    Method("hyperband", "black-box", "HyperbandScheduler + RandomSearch",
+           _black_box(_ours_random, _ours_hyperband)),
+    Method("bohb", "black-box", "HyperbandScheduler + BOHBSearch", _black_box(_ours_bohb, _ours_hyperband)),
+    Method("asha", "black-box", "ASHAScheduler (promotion) + RandomSearch",
+           _black_box(_ours_random, _ours_asha)),
+    Method("asha-tpe", "black-box", "ASHAScheduler (promotion) + TPESearch",
+           _black_box(_ours_tpe, _ours_asha)),
+    Method("adaptive-asha", "black-box", "AdaptiveASHAScheduler + RandomSearch",
+           _black_box(_ours_random, _ours_adaptive)),
+    Method("fds", "gradient", "FDSTrainable: forward-mode hypergradients over the whole run",
+           _gradient("fds")),
+    Method("oho", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
+    Method("hd", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
+    Method("ray-asha", "black-box", "Ray's ASHAScheduler + Ray's random variants",
+           _black_box(_random_variants, _ray_asha)),
+    Method("ray-bohb", "black-box", "Ray's HyperBandForBOHB + TuneBOHB",
+           _black_box(_ray_tune_bohb, _ray_hb_bohb)),
+    Method("ray-optuna", "black-box", "Ray's OptunaSearch (TPE), full budget per trial",
+           _black_box(_ray_optuna)),
+]}
+
+QUICK_METHODS = ("asha", "fds", "ray-asha")
+
+
+def get_methods(names) -> list[Method]:
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; valid methods: {', '.join(METHODS)}")
+    if not names:
+        raise ValueError(f"no methods given; valid methods: {', '.join(METHODS)}")
+    return [METHODS[n] for n in names]
