@@ -9,7 +9,12 @@ summary.json holds final regret and time to target regret per method.
     python scripts/benchmark.py --address auto  # on a running Ray cluster
 """
 import argparse
+import os
 import sys
+
+if not any(a.startswith("--address") for a in sys.argv[1:]):
+    # a local Ray of our own: keep it on the loopback address (Ray reads this when imported)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from tune_ext.benchmark.methods import METHODS, QUICK_METHODS, get_methods
 from tune_ext.benchmark.runner import Budget, format_table, run_benchmark
