@@ -14,6 +14,10 @@ class MetricScheduler(TrialScheduler):
     """Base class: reads ``time_attr`` and ``metric`` from results and turns the metric into a
     score where higher is better and every non-finite value (NaN, +inf, -inf) ranks last."""
 
+    # A rung decision must see every result one at a time: buffered results would let a trial
+    # run past a rung (and record itself in the next one) before its PAUSE or STOP lands.
+    _supports_buffered_results = False
+
     def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
                  mode: Optional[str] = None):
         super().__init__()
