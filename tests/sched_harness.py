@@ -51,6 +51,7 @@ class Driver:
     def choose(self):
         """One controller step: the scheduler's pick becomes PENDING then RUNNING."""
         trial = self.scheduler.choose_trial_to_run(self)
+        self.resumed = trial is not None and trial.status == Trial.PAUSED
         if trial is not None:
             trial.status = Trial.RUNNING
         return trial

@@ -173,3 +173,30 @@ def test_bad_results_and_missing_metric():
         d.scheduler.on_trial_result(d, d.trials["a"], {"m": 1})
     with pytest.raises(ValueError, match="needs metric and mode"):
         Driver(ASHAScheduler(max_t=9)).add("a")
+
+
+def test_adaptive_splits_trials_and_runs_asha_per_bracket():
+    from tune_ext.schedulers import AdaptiveASHAScheduler
+    from tune_ext.schedulers.brackets import adaptive_brackets
+    s = AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=20,
+                              aggressiveness="conservative", divisor=4)
+    plan = adaptive_brackets(16, 20, "conservative", 4)
+    assert [len(r) for _, r in plan] == [3, 2, 1]
+    d = Driver(s)
+    ids = [f"t{i:02d}" for i in range(20)]
+    d.add(*ids)
+    counts = [0] * len(plan)
+    for t in ids:
+        counts[s._trials[t].bracket] += 1
+    assert counts == [n for n, _ in plan]
+    # bracket with rungs 4, 16: the first arrival at t=4 waits (top floor(1/4) = 0)
+    b1 = [t for t in ids if s._trials[t].bracket == 1]
+    assert d.report(b1[0], 4, 1.0) == P
+    # single-rung bracket: plain training to max_t
+    b2 = [t for t in ids if s._trials[t].bracket == 2]
+    assert d.report(b2[0], 15, 0.0) == C and d.report(b2[0], 16, 0.0) == S
+    with pytest.raises(ValueError, match="aggressiveness must be one of"):
+        AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=20,
+                              aggressiveness="bold")
+    with pytest.raises(ValueError, match="max_trials must be a positive integer"):
+        AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=0)

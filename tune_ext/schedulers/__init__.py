@@ -1,5 +1,9 @@
 """Ray Tune trial schedulers: SHA, paper-exact Hyperband, ASHA (promotion and stopping), adaptive ASHA."""
+from tune_ext.schedulers.adaptive import AdaptiveASHAScheduler
 from tune_ext.schedulers.asha import ASHAScheduler
 from tune_ext.schedulers.brackets import hyperband_brackets
+from tune_ext.schedulers.hyperband import HyperbandScheduler
+from tune_ext.schedulers.sha import SuccessiveHalvingScheduler
 
-__all__ = ["ASHAScheduler", "hyperband_brackets"]
+__all__ = ["ASHAScheduler", "AdaptiveASHAScheduler", "HyperbandScheduler", "SuccessiveHalvingScheduler",
+           "hyperband_brackets"]
