@@ -95,3 +95,16 @@ def test_bad_arguments():
         HyperbandScheduler(metric="m", mode="max", max_t=9, reduction_factor=1)
     with pytest.raises(ValueError, match="max_t must be >= min_t"):
         SuccessiveHalvingScheduler(metric="m", mode="max", max_t=1, min_t=3)
+
+
+def test_trial_completing_a_rung_is_not_resumed_again_later():
+    # regression: the arrival that completes a rung continues at once; it must not also be
+    # queued for resumption, or it would be resumed when it pauses at the next rung
+    d = Driver(HyperbandScheduler(metric="m", mode="max", max_t=9, reduction_factor=3))
+    ids = [f"t{i}" for i in range(9)]
+    d.add(*ids)
+    for i, t in enumerate(ids):
+        d.report(t, 1, i)                   # t8, the best, arrives last and continues at once
+    assert sorted(resume_all(d)) == ["t6", "t7"]
+    assert d.report("t8", 3, 1) == P        # first at rung 1: waits
+    assert resume_all(d) == []              # nobody may resume it before rung 1 completes

@@ -4,6 +4,8 @@ from tune_ext.schedulers.asha import ASHAScheduler
 from tune_ext.schedulers.brackets import hyperband_brackets
 from tune_ext.schedulers.hyperband import HyperbandScheduler
 from tune_ext.schedulers.sha import SuccessiveHalvingScheduler
+from tune_ext.schedulers.state import SchedulerStateCallback
 
-__all__ = ["ASHAScheduler", "AdaptiveASHAScheduler", "HyperbandScheduler", "SuccessiveHalvingScheduler",
+__all__ = ["ASHAScheduler", "AdaptiveASHAScheduler", "HyperbandScheduler", "SchedulerStateCallback",
+           "SuccessiveHalvingScheduler",
            "hyperband_brackets"]

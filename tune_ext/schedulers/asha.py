@@ -110,8 +110,14 @@ class ASHAScheduler(MetricScheduler):
         self._objects[trial.trial_id] = trial
         state = self._trials.get(trial.trial_id)
         if state is not None:      # re-queued after a failure, or restored: keep its rungs
-            state.alive = True
+            state.alive = trial.status not in (Trial.TERMINATED, Trial.ERROR)
+            if state.waiting and trial.status == Trial.PENDING:
+                # Restored while paused in a rung: stay paused until promoted. The controller
+                # files the trial under its status only after this hook, so this is safe here.
+                trial.set_status(Trial.PAUSED)
             return
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            return                 # restored as finished and unknown to us: nothing to schedule
         self._trials[trial.trial_id] = _TrialState(self._choose_bracket())
         self._added += 1
 

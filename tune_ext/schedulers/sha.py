@@ -105,6 +105,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._to_stop: list[str] = []
         self._seq = 0
         self._bands = 0
+        self._restoring: set[str] = set()
 
     def _new_band(self) -> list[_Bracket]:
         """Brackets that open when all earlier ones are full: SHA has one, as large as needed."""
@@ -123,14 +124,24 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._require_metric()
         self._objects[trial.trial_id] = trial
         state = self._trials.get(trial.trial_id)
+        if state is None and trial.status in (Trial.TERMINATED, Trial.ERROR):
+            return                 # restored as finished and unknown to us: nothing to schedule
         if state is None:
             b = self._bracket_for_new_trial()
             self._trials[trial.trial_id] = _TrialState(b)
             self._brackets[b].join(trial.trial_id)
             return
+        bracket = self._brackets[state.bracket]
+        if trial.trial_id in self._restoring:
+            # Experiment restore: the saved state is as old as the trial table, so trust it.
+            self._restoring.discard(trial.trial_id)
+            if trial.status == Trial.PENDING and state.alive \
+                    and trial.trial_id in bracket.arrived[state.rung] \
+                    and not bracket.done[state.rung]:
+                trial.set_status(Trial.PAUSED)   # waits in its rung; filed after this hook
+            return
         # Re-queued after a failure (max_failures): back to the rung it was heading to, if that
         # rung has not completed without it meanwhile.
-        bracket = self._brackets[state.bracket]
         state.alive = True
         if bracket.done[state.rung]:
             state.alive = False
@@ -150,23 +161,26 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._seq += 1
         bracket.arrived[rung][tid] = (score, self._seq)
         bracket.expected[rung].discard(tid)
-        decision = self._settle(bracket).get(tid)
+        decision = self._settle(bracket, reporter=tid).get(tid)
         if decision is not None:
             return decision
         return self.STOP if rung == len(bracket.resources) - 1 else self.PAUSE
 
-    def _settle(self, bracket: _Bracket) -> dict[str, str]:
-        """Close what can close; queue resumes and stops; return the decisions by trial id."""
+    def _settle(self, bracket: _Bracket, reporter: Optional[str] = None) -> dict[str, str]:
+        """Close what can close; queue resumes and stops of the paused trials; return the
+        decisions by trial id (the reporting trial gets its decision directly, not queued)."""
         decisions = {}
         for winners, losers in bracket.complete_rungs(lambda tid: self._trials[tid].alive):
             for tid in winners:
                 self._trials[tid].rung += 1
                 decisions[tid] = self.CONTINUE
-                self._to_resume.append(tid)
+                if tid != reporter:
+                    self._to_resume.append(tid)
             for tid in losers:
                 self._trials[tid].alive = False
                 decisions[tid] = self.STOP
-                self._to_stop.append(tid)
+                if tid != reporter:
+                    self._to_stop.append(tid)
         return decisions
 
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
@@ -229,3 +243,4 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
         self._objects = {}
+        self._restoring = set(self._trials)
