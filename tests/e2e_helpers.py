@@ -1,0 +1,40 @@
+"""Cheap checkpointing function trainable and a result collector for end-to-end scheduler tests."""
+import json
+import os
+import tempfile
+
+from ray import tune
+from ray.tune import Checkpoint
+
+
+def curve(config, t):
+    """Deterministic learning curve: higher x is better at every t."""
+    return config["x"] * (1 - 0.5 ** t)
+
+
+def checkpointing_trainable(config):
+    """Reports `score` each iteration and a checkpoint holding its step, so PAUSE resumes it."""
+    start = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            with open(os.path.join(d, "step.json")) as f:
+                start = json.load(f)["step"]
+    for step in range(start + 1, config.get("steps", 9) + 1):
+        if config.get("fail_at") == step and ckpt is None:
+            raise RuntimeError(f"injected failure at step {step}")
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "step.json"), "w") as f:
+                json.dump({"step": step}, f)
+            tune.report({"score": curve(config, step), "step": step},
+                        checkpoint=Checkpoint.from_directory(d))
+
+
+class Recorder(tune.Callback):
+    """Collects every (trial config x, training_iteration, step) the driver receives."""
+
+    def __init__(self):
+        self.results = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results.append((trial.config["x"], result["training_iteration"], result["step"]))

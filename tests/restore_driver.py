@@ -1,0 +1,67 @@
+"""Subprocess driver for the kill-and-restore test.
+
+    python tests/restore_driver.py {run|tuner} {start|resume} STORAGE RESULTS_JSONL
+
+Runs SHA over 9 configs, one trial at a time, appending every result to RESULTS_JSONL (flushed,
+so the test can kill this process after N results). On "resume" it restores the experiment with
+``tune.run(resume=True)`` or ``Tuner.restore`` and writes the scheduler's debug string to
+RESULTS_JSONL + ".final".
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"   # snapshot the experiment after every step
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import ray  # noqa: E402
+from ray import cloudpickle, tune  # noqa: E402
+
+import e2e_helpers  # noqa: E402
+from tune_ext.schedulers import SchedulerStateCallback, SuccessiveHalvingScheduler  # noqa: E402
+
+cloudpickle.register_pickle_by_value(e2e_helpers)
+ORDER = [0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8, 0.4, 0.6]
+NAME = "killed"
+
+
+class Writer(tune.Callback):
+    def __init__(self, path):
+        self.path = path
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"x": trial.config["x"], "step": result["step"]}) + "\n")
+            f.flush()
+
+
+def main(api, phase, storage, results):
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    sched = SuccessiveHalvingScheduler(max_t=9, reduction_factor=3)
+    callbacks = [SchedulerStateCallback(sched), Writer(results)]
+    trainable = tune.with_resources(e2e_helpers.checkpointing_trainable, {"cpu": 2})
+    space = {"x": tune.grid_search(ORDER), "steps": 9}
+    if api == "run":
+        tune.run(trainable, config=space, metric="score", mode="max", scheduler=sched,
+                 callbacks=callbacks, storage_path=storage, name=NAME, verbose=0,
+                 reuse_actors=True, resume=(phase == "resume"))
+    elif phase == "start":
+        tune.Tuner(trainable, param_space=space,
+                   tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=sched,
+                                               reuse_actors=True),
+                   run_config=tune.RunConfig(storage_path=storage, name=NAME,
+                                             callbacks=callbacks, verbose=0)).fit()
+    else:
+        tuner = tune.Tuner.restore(os.path.join(storage, NAME), trainable)
+        sched = tuner._local_tuner._tune_config.scheduler
+        tuner.fit()
+    with open(results + ".final", "w") as f:
+        f.write(sched.debug_string())
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

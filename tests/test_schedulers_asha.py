@@ -1,0 +1,202 @@
+import math
+import random
+
+import pytest
+from ray.tune.experiment import Trial
+
+from sched_harness import Driver
+from tune_ext.schedulers import ASHAScheduler
+
+C, P, S = "CONTINUE", "PAUSE", "STOP"
+
+
+def stopping_reference(arrivals, eta):
+    """Independent: sort the rung at each arrival, continue iff rank < n / eta (max mode)."""
+    seen, out = [], []
+    for v in arrivals:
+        rank = sorted(seen + [v], reverse=True).index(v)  # ties: the newcomer ranks first
+        seen.append(v)
+        out.append(C if rank < len(seen) / eta else S)
+    return out
+
+
+@pytest.mark.parametrize("mode, sign", [("max", 1), ("min", -1)])
+def test_stopping_scripted(mode, sign):
+    d = Driver(ASHAScheduler(metric="m", mode=mode, max_t=9, reduction_factor=3,
+                             variant="stopping"))
+    values = [5, 3, 7, 6, 1, 4]
+    d.add(*"abcdef")
+    got = [d.report(tid, 1, sign * v) for tid, v in zip("abcdef", values)]
+    assert got == [C, S, C, C, S, S] == stopping_reference(values, 3)
+    # t=2 is between rungs; t=3 is rung 1 (a alone: continue); max_t stops
+    assert d.report("a", 2, sign * 5) == C
+    assert d.report("a", 3, sign * 5) == C
+    assert d.report("c", 4, sign * 1) == S           # oversteps rung 3: ranked there, below a
+    assert d.report("a", 9, sign * 9) == S           # max_t
+
+
+def test_stopping_matches_reference_on_random_arrivals():
+    rng = random.Random(1)
+    values = [rng.choice([rng.random(), float(rng.randint(0, 5))]) for _ in range(400)]
+    d = Driver(ASHAScheduler(metric="m", mode="max", max_t=16, reduction_factor=4,
+                             variant="stopping"))
+    ids = [f"t{i}" for i in range(len(values))]
+    d.add(*ids)
+    assert [d.report(t, 1, v) for t, v in zip(ids, values)] == stopping_reference(values, 4)
+
+
+@pytest.mark.parametrize("mode, sign", [("max", 1), ("min", -1)])
+def test_promotion_scripted_algorithm_2(mode, sign):
+    d = Driver(ASHAScheduler(metric="m", mode=mode, max_t=9, reduction_factor=3,
+                             variant="promotion"))
+    d.add(*"abcdefghi")
+    r = lambda tid, t, v: d.report(tid, t, sign * v)
+    for tid in "abcdefghi":
+        d.trials[tid].status = Trial.PENDING
+    assert r("a", 1, 5) == P            # rung 0 has 1 result: top floor(1/3) = 0
+    assert r("b", 1, 3) == P
+    assert r("c", 1, 7) == C            # 3 results, c is the best: promoted at once
+    assert d.choose().trial_id == "d"   # a ranks 2nd, not in the top 1: a new trial starts
+    assert r("d", 1, 6) == P
+    assert r("c", 3, 8) == P            # rung 1 has 1 result
+    assert r("e", 1, 9) == C            # 5 results, top 1 = e
+    assert r("f", 1, 1) == P            # 6 results, top 2 = e, c: both promoted already
+    assert r("g", 1, 0) == P
+    assert r("h", 1, 2) == P
+    assert r("i", 1, 6.5) == C          # 9 results, top 3 = e, c, i
+    assert r("e", 3, 10) == P           # rung 1: 2 results
+    assert r("i", 3, 4) == P            # rung 1: 3 results, top 1 = e, waiting in a higher rung
+    assert d.choose().trial_id == "e"   # ... so e is promoted, not i
+    assert r("e", 9, 11) == S           # max_t
+    assert d.choose() is None           # nothing promotable, nothing pending, search not done
+    assert all(d.trials[t].status == Trial.PAUSED for t in "abcdfghi")
+    d.search_alg.finished = True
+    assert d.choose() is None           # finite budget: the paused trials are stopped
+    assert sorted(t for t, _, what in d.log if what == "STOPPED_BY_SCHEDULER") == list("abcdfghi")
+    assert "t=1: 9 recorded" in d.scheduler.debug_string()
+
+
+def test_promotion_is_idempotent_until_started():
+    d = Driver(ASHAScheduler(metric="m", mode="max", max_t=9, variant="promotion"))
+    d.add("a", "b", "c")
+    d.report("a", 1, 1), d.report("b", 1, 2)
+    d.trials["c"].status = Trial.RUNNING
+    assert d.report("c", 3, 0) == P       # oversteps rung 0 and lands in rung 1
+    # rung 0 now has 3 results; b (2) is 2nd behind... c's 0? no: c counts with 0 -> b is best
+    first = d.scheduler.choose_trial_to_run(d)
+    assert first.trial_id == "b"
+    first.status = Trial.PENDING          # staged, not started yet
+    assert d.scheduler.choose_trial_to_run(d) is first
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_non_finite_metrics_rank_last(mode):
+    d = Driver(ASHAScheduler(metric="m", mode=mode, max_t=9, variant="stopping"))
+    d.add(*"abcde")
+    best = 1.0 if mode == "max" else -1.0
+    assert d.report("a", 1, math.nan) == C          # alone in the rung
+    assert d.report("b", 1, best) == C
+    assert d.report("c", 1, math.inf) == S          # +inf ranks last even in max mode
+    assert d.report("d", 1, -math.inf) == S         # 4th of 4 would continue if it were finite
+    assert d.report("e", 1, best * -100) == C       # any finite value ranks ahead: 2nd of 5
+    # promotion: a NaN is never promoted ahead of a finite value
+    p = Driver(ASHAScheduler(metric="m", mode=mode, max_t=9, variant="promotion"))
+    p.add("a", "b", "c")
+    assert [p.report("a", 1, math.nan), p.report("b", 1, math.inf), p.report("c", 1, 0.0)] \
+        == [P, P, C]
+
+
+def test_errored_and_removed_trials_leave_their_rung():
+    d = Driver(ASHAScheduler(metric="m", mode="max", max_t=9, variant="promotion"))
+    d.add(*"abcd")
+    d.report("a", 1, 10), d.report("b", 1, 1)
+    d.trials["a"].status = Trial.RUNNING   # an actor failure while paused surfaces as RUNNING
+    d.error("a")
+    d.scheduler.on_trial_remove(d, d.trials["b"])
+    assert "t=1: 0 recorded, 0 waiting" in d.scheduler.debug_string()
+    assert d.report("c", 1, 5) == P and d.report("d", 1, 4) == P
+    d.add("e")
+    assert d.report("e", 1, 3) == P   # 3 results, top 1 is c
+
+
+def test_requeued_trial_rejoins_and_time_going_backwards():
+    d = Driver(ASHAScheduler(metric="m", mode="max", max_t=9, variant="stopping"))
+    d.add("a", "b")
+    assert d.report("a", 1, 5) == C and d.report("a", 3, 5) == C
+    d.error("a", requeue=True)                 # max_failures: restarts from an older checkpoint
+    assert d.report("a", 1, 5) == C            # below its rung: not recorded twice
+    assert d.report("a", 2, 5) == C
+    assert "t=1: 1 recorded" in d.scheduler.debug_string()
+    assert d.report("b", 1, 1) == S            # only a's single record competes at t=1
+    # promotion: a trial that fails while pausing re-enters its rung when it comes back
+    p = Driver(ASHAScheduler(metric="m", mode="max", max_t=9, variant="promotion"))
+    p.add("x", "y")
+    assert p.report("x", 1, 1) == P
+    p.trials["x"].status = Trial.RUNNING
+    p.error("x", requeue=True)
+    assert "t=1: 0 recorded" in p.scheduler.debug_string()
+    assert p.report("x", 1, 1) == P
+    assert "t=1: 1 recorded, 1 waiting" in p.scheduler.debug_string()
+
+
+def test_brackets_and_state_roundtrip(tmp_path):
+    s = ASHAScheduler(metric="m", mode="max", max_t=9, brackets=2, variant="stopping")
+    d = Driver(s)
+    d.add("a", "b")
+    assert d.report("b", 1, 1) == C            # bracket 1 starts at t=3: nothing to decide
+    assert d.report("b", 3, 1) == C            # first in bracket 1's rung 3
+    assert d.report("a", 1, 1) == C
+    s.save(str(tmp_path / "s.pkl"))
+    s2 = ASHAScheduler(metric="m", mode="max", max_t=9, brackets=2, variant="stopping")
+    s2.restore(str(tmp_path / "s.pkl"))
+    assert s2.debug_string() == s.debug_string()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"reduction_factor": 1}, "reduction_factor must be >= 2, got 1"),
+    ({"max_t": 3, "min_t": 9}, "max_t must be >= min_t"),
+    ({"variant": "median"}, "variant must be one of"),
+    ({"brackets": 9}, r"brackets must be an integer in \[1, 3\]"),
+    ({"mode": "maximise"}, "mode must be one of"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ASHAScheduler(**{"metric": "m", "mode": "max", "max_t": 9, **kwargs})
+
+
+def test_bad_results_and_missing_metric():
+    d = Driver(ASHAScheduler(metric="m", mode="max", max_t=9))
+    d.add("a")
+    with pytest.raises(ValueError, match="metric 'm'"):
+        d.scheduler.on_trial_result(d, d.trials["a"], {"training_iteration": 1, "x": 1})
+    with pytest.raises(ValueError, match="time_attr 'training_iteration'"):
+        d.scheduler.on_trial_result(d, d.trials["a"], {"m": 1})
+    with pytest.raises(ValueError, match="needs metric and mode"):
+        Driver(ASHAScheduler(max_t=9)).add("a")
+
+
+def test_adaptive_splits_trials_and_runs_asha_per_bracket():
+    from tune_ext.schedulers import AdaptiveASHAScheduler
+    from tune_ext.schedulers.brackets import adaptive_brackets
+    s = AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=20,
+                              aggressiveness="conservative", divisor=4)
+    plan = adaptive_brackets(16, 20, "conservative", 4)
+    assert [len(r) for _, r in plan] == [3, 2, 1]
+    d = Driver(s)
+    ids = [f"t{i:02d}" for i in range(20)]
+    d.add(*ids)
+    counts = [0] * len(plan)
+    for t in ids:
+        counts[s._trials[t].bracket] += 1
+    assert counts == [n for n, _ in plan]
+    # bracket with rungs 4, 16: the first arrival at t=4 waits (top floor(1/4) = 0)
+    b1 = [t for t in ids if s._trials[t].bracket == 1]
+    assert d.report(b1[0], 4, 1.0) == P
+    # single-rung bracket: plain training to max_t
+    b2 = [t for t in ids if s._trials[t].bracket == 2]
+    assert d.report(b2[0], 15, 0.0) == C and d.report(b2[0], 16, 0.0) == S
+    with pytest.raises(ValueError, match="aggressiveness must be one of"):
+        AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=20,
+                              aggressiveness="bold")
+    with pytest.raises(ValueError, match="max_trials must be a positive integer"):
+        AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=0)

@@ -1,0 +1,110 @@
+"""Scripted curves through the synchronous schedulers: SHA and Hyperband."""
+import pytest
+from ray.tune.experiment import Trial
+
+from sched_harness import Driver
+from tune_ext.schedulers import (HyperbandScheduler, SuccessiveHalvingScheduler,
+                                 hyperband_brackets)
+
+C, P, S = "CONTINUE", "PAUSE", "STOP"
+
+
+def resume_all(d):
+    """Controller steps until the scheduler picks no paused trial; returns who resumed."""
+    out = []
+    while True:
+        t = d.choose()
+        if t is None or not d.resumed:
+            if t is not None:
+                t.status = Trial.PENDING   # a new trial it picked: leave it waiting
+            return out
+        out.append(t.trial_id)
+
+
+def stopped(d):
+    return sorted(t for t, _, what in d.log if what == "STOPPED_BY_SCHEDULER")
+
+
+@pytest.mark.parametrize("mode, sign", [("max", 1), ("min", -1)])
+def test_sha_scripted(mode, sign):
+    d = Driver(SuccessiveHalvingScheduler(metric="m", mode=mode, max_t=9, reduction_factor=3))
+    ids = "abcdefghi"
+    d.add(*ids)
+    values = dict(zip(ids, [5, 3, 7, 6, 1, 4, 8, 2, 0]))
+    assert [d.report(t, 1, sign * values[t]) for t in ids] == [P] * 9
+    assert d.choose() is None or d.log[-1][2] != "STOPPED_BY_SCHEDULER"   # searcher still open
+    assert not stopped(d)
+    d.search_alg.finished = True        # no more trials: rung 0 (9 arrived) completes
+    assert sorted(resume_all(d)) == ["c", "d", "g"]     # top floor(9/3) = 3: 8, 7, 6
+    assert stopped(d) == list("abefhi")
+    assert d.report("g", 3, sign * 1) == P
+    assert d.report("d", 2, sign * 9) == C              # between rungs
+    assert d.report("d", 3, sign * 9) == P
+    assert d.report("c", 4, sign * 2) == S              # last arrival completes the rung: 2nd of 3
+    assert resume_all(d) == ["d"]
+    assert "g" in stopped(d)
+    assert d.report("d", 9, sign * 9) == S              # max_t
+    assert "(done)" in d.scheduler.debug_string()
+
+
+def test_hyperband_fills_paper_brackets_most_aggressive_first():
+    d = Driver(HyperbandScheduler(metric="m", mode="max", max_t=9, reduction_factor=3))
+    sizes = [b[0][0] for b in hyperband_brackets(9, 1, 3)]
+    assert sizes == [9, 5, 3]
+    ids = [f"t{i:02d}" for i in range(sum(sizes) + 2)]
+    d.add(*ids)
+    brackets = [d.scheduler._trials[t].bracket for t in ids]
+    assert brackets == [0] * 9 + [1] * 5 + [2] * 3 + [3] * 2   # then a second band
+    # bracket 0 (r = 1, 3, 9) is full: its 9th arrival completes rung 0 at once
+    for i, t in enumerate(ids[:9]):
+        assert d.report(t, 1, i) == (P if i < 8 else C)   # t08 is the best: continues
+    assert sorted(resume_all(d)) == ["t06", "t07"]
+    assert stopped(d) == ids[:6]
+    # bracket 2 (r = 9 only): every trial runs to max_t
+    assert d.report("t14", 5, 0) == C and d.report("t14", 9, 0) == S
+
+
+def test_hyperband_fewer_trials_than_a_band_and_dead_trials():
+    d = Driver(HyperbandScheduler(metric="m", mode="max", max_t=9, reduction_factor=3))
+    d.add("a", "b", "c", "d", "e")                 # bracket 0 only gets 5 of its 9
+    d.report("a", 1, 1), d.report("b", 1, 2), d.report("c", 1, 3)
+    d.error("d")                                    # errors before its rung: rung completes without it
+    d.trials["e"].status = Trial.PENDING
+    d.scheduler.on_trial_remove(d, d.trials["e"])   # removed before it started
+    d.trials["e"].status = Trial.TERMINATED
+    assert resume_all(d) == [] and not stopped(d)   # searcher could still add trials
+    d.search_alg.finished = True
+    assert resume_all(d) == ["c"]                   # floor(3/3) = 1 of the 3 arrivals
+    assert stopped(d) == ["a", "b"]
+
+
+def test_requeued_trial_rejoins_its_rung():
+    d = Driver(SuccessiveHalvingScheduler(metric="m", mode="max", max_t=9))
+    d.add("a", "b", "c")
+    d.search_alg.finished = True
+    d.report("a", 1, 5), d.report("b", 1, 1)
+    d.error("c", requeue=True)        # max_failures: c comes back and the rung waits for it
+    assert d.choose().trial_id == "c"   # only c is pending
+    assert d.report("c", 1, 9) == C     # completes the rung as its best
+    assert stopped(d) == [] and d.choose() is None
+    assert stopped(d) == ["a", "b"]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="reduction_factor must be >= 2"):
+        HyperbandScheduler(metric="m", mode="max", max_t=9, reduction_factor=1)
+    with pytest.raises(ValueError, match="max_t must be >= min_t"):
+        SuccessiveHalvingScheduler(metric="m", mode="max", max_t=1, min_t=3)
+
+
+def test_trial_completing_a_rung_is_not_resumed_again_later():
+    # regression: the arrival that completes a rung continues at once; it must not also be
+    # queued for resumption, or it would be resumed when it pauses at the next rung
+    d = Driver(HyperbandScheduler(metric="m", mode="max", max_t=9, reduction_factor=3))
+    ids = [f"t{i}" for i in range(9)]
+    d.add(*ids)
+    for i, t in enumerate(ids):
+        d.report(t, 1, i)                   # t8, the best, arrives last and continues at once
+    assert sorted(resume_all(d)) == ["t6", "t7"]
+    assert d.report("t8", 3, 1) == P        # first at rung 1: waits
+    assert resume_all(d) == []              # nobody may resume it before rung 1 completes

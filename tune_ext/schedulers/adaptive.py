@@ -1,0 +1,49 @@
+"""Adaptive ASHA: one aggressiveness knob instead of choosing brackets by hand."""
+from __future__ import annotations
+
+from typing import Optional
+
+from tune_ext.schedulers.asha import ASHAScheduler
+from tune_ext.schedulers.brackets import adaptive_brackets
+
+
+class AdaptiveASHAScheduler(ASHAScheduler):
+    """ASHA (Li et al. 2020, MLSys, Algorithm 2, promotion variant) over several brackets whose
+    shape follows from ``max_t``, ``max_trials`` and ``aggressiveness``, in the manner of
+    Determined AI's adaptive ASHA (an engineering extension, not in the paper).
+
+    The rung count is min(``max_rungs``, log_divisor(max_t) + 1, log_divisor(max_trials) + 1);
+    "aggressive" runs one bracket with that many rungs, "conservative" every bracket down to a
+    single rung (plain training to ``max_t``), "standard" the upper half. Trials are split across
+    brackets in proportion to divisor**(rungs - 1) / rungs (remainder to the most aggressive);
+    each new trial goes to the bracket furthest below its share, so trials beyond ``max_trials``
+    keep the same proportions. ``divisor`` plays the role of eta.
+
+    Example::
+
+        from ray import tune
+        from tune_ext.schedulers import AdaptiveASHAScheduler
+
+        def train(config):
+            for t in range(1, 17):
+                tune.report({"loss": config["x"] / t})   # add checkpoint=... to resume, see docs
+
+        tune.run(train, config={"x": tune.uniform(0, 1)}, num_samples=16, metric="loss",
+                 mode="min", scheduler=AdaptiveASHAScheduler(max_t=16, max_trials=16))
+    """
+
+    def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
+                 mode: Optional[str] = None, max_t=100, max_trials: int = 100,
+                 aggressiveness: str = "standard", divisor=4, max_rungs: int = 5):
+        super(ASHAScheduler, self).__init__(time_attr, metric, mode)
+        plan = [(n, res) for n, res in
+                adaptive_brackets(max_t, max_trials, aggressiveness, divisor, max_rungs) if n > 0]
+        self._quota = [n for n, _ in plan]
+        self._counts = [0] * len(plan)
+        self._init(max_t, divisor, "promotion", [res for _, res in plan])
+
+    def _choose_bracket(self) -> int:
+        # the bracket furthest below its share; ties to the most aggressive (lowest index)
+        b = min(range(len(self._quota)), key=lambda i: (self._counts[i] / self._quota[i], i))
+        self._counts[b] += 1
+        return b

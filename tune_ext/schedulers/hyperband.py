@@ -1,0 +1,33 @@
+"""Hyperband with the paper's bracket sizes, each bracket run as synchronous successive halving."""
+from __future__ import annotations
+
+from tune_ext.schedulers.brackets import hyperband_brackets
+from tune_ext.schedulers.sha import SuccessiveHalvingScheduler, _Bracket
+
+
+class HyperbandScheduler(SuccessiveHalvingScheduler):
+    """Hyperband: Li et al. 2018, "Hyperband: A Novel Bandit-Based Approach to Hyperparameter
+    Optimization" (JMLR 18), Algorithm 1.
+
+    The outer loop of Algorithm 1: brackets s = s_max .. 0 from ``hyperband_brackets`` (exact
+    n_i and r_i, most aggressive first), each run as successive halving (``sha.py``). New trials
+    fill the first bracket that still has room; when every bracket of a band is full, a new band
+    starts. With fewer trials than a band, the last bracket closes when the searcher is finished
+    and halves the trials it got (floor(n / eta), at least one, continue per rung).
+
+    Example::
+
+        from ray import tune
+        from tune_ext.schedulers import HyperbandScheduler
+
+        def train(config):
+            for t in range(1, 10):
+                tune.report({"acc": config["x"] * (1 - 0.5 ** t)})  # add checkpoint=... to resume
+
+        tune.run(train, config={"x": tune.uniform(0, 1)}, num_samples=20, metric="acc",
+                 mode="max", scheduler=HyperbandScheduler(max_t=9))
+    """
+
+    def _new_band(self) -> list[_Bracket]:
+        return [_Bracket([r for _, r in rungs], rungs[0][0], self._eta)
+                for rungs in hyperband_brackets(self._max_t, self._min_t, self._eta)]

@@ -1,0 +1,98 @@
+"""A sorted multiset of floats (never NaN: schedulers map non-finite metrics to -inf) with O(log n) insert, remove and rank (the rung's record).
+
+Values live in sorted blocks of at most ``2 * LOAD`` items; a Fenwick tree over the block lengths
+turns "how many recorded values beat x" into a block search plus a prefix sum, so a scheduler
+decision never scans the rung (Ray's ASHA takes a percentile over every recorded value).
+
+Example::
+
+    >>> r = RankedValues(); r.add(0.5); r.add(0.9); r.add(0.1)
+    >>> r.count_above(0.4), len(r)
+    (2, 3)
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+
+
+class RankedValues:
+    LOAD = 256
+
+    __slots__ = ("_blocks", "_maxes", "_tree", "_len")
+
+    def __init__(self):
+        self._blocks: list[list[float]] = []
+        self._maxes: list[float] = []
+        self._tree: list[int] = []
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _rebuild(self) -> None:
+        tree = [0] + [len(b) for b in self._blocks]
+        for i in range(1, len(tree)):
+            j = i + (i & -i)
+            if j < len(tree):
+                tree[j] += tree[i]
+        self._tree = tree
+
+    def _bump(self, block: int, delta: int) -> None:
+        tree, i = self._tree, block + 1
+        while i < len(tree):
+            tree[i] += delta
+            i += i & -i
+
+    def _before(self, block: int) -> int:
+        """Number of values in blocks [0, block)."""
+        tree, i, total = self._tree, block, 0
+        while i:
+            total += tree[i]
+            i -= i & -i
+        return total
+
+    def add(self, x: float) -> None:
+        self._len += 1
+        maxes = self._maxes
+        if not maxes:
+            self._blocks.append([x])
+            maxes.append(x)
+            self._rebuild()
+            return
+        i = bisect_left(maxes, x)
+        if i == len(maxes):
+            i -= 1
+            self._blocks[i].append(x)
+            maxes[i] = x
+        else:
+            insort(self._blocks[i], x)
+        block = self._blocks[i]
+        if len(block) > 2 * self.LOAD:
+            self._blocks[i:i + 1] = [block[:self.LOAD], block[self.LOAD:]]
+            maxes[i:i + 1] = [block[self.LOAD - 1], block[-1]]
+            self._rebuild()
+        else:
+            self._bump(i, 1)
+
+    def remove(self, x: float) -> None:
+        """Remove one occurrence of x; ValueError if absent."""
+        i = bisect_left(self._maxes, x)
+        block = self._blocks[i] if i < len(self._blocks) else []
+        j = bisect_left(block, x)
+        if j == len(block) or block[j] != x:
+            raise ValueError(f"{x!r} is not recorded")
+        del block[j]
+        self._len -= 1
+        if block:
+            self._maxes[i] = block[-1]
+            self._bump(i, -1)
+        else:
+            del self._blocks[i], self._maxes[i]
+            self._rebuild()
+
+    def count_above(self, x: float) -> int:
+        """How many recorded values are strictly greater than x."""
+        i = bisect_right(self._maxes, x)
+        if i == len(self._maxes):
+            return 0
+        return self._len - self._before(i) - bisect_right(self._blocks[i], x)

@@ -1,0 +1,246 @@
+"""Synchronous successive halving (SHA), the building block Hyperband runs bracket by bracket."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ray.tune.experiment import Trial
+
+from tune_ext.schedulers._base import MetricScheduler
+from tune_ext.schedulers.brackets import (check_geometry, max_bracket_index, rung_resources,
+                                          survivors)
+
+
+class _Bracket:
+    """One run of successive halving: n trials, rungs r_0 < .. < r_s, a rung closes when every
+    live trial expected there has arrived; then the top floor(arrived / eta) (at least one) of the
+    live arrivals continue and the rest stop."""
+
+    def __init__(self, resources: list[float], capacity: Optional[int], eta):
+        self.resources = resources
+        self.eta = eta
+        self.capacity = capacity               # None: every trial of the experiment (plain SHA)
+        self.members = 0
+        self.closed = False                    # no more trials will join
+        self.expected = [set() for _ in resources]   # live trials heading to rung i
+        self.arrived = [dict() for _ in resources]   # trial_id -> (score, arrival) at rung i
+        self.done = [False] * len(resources)
+
+    def accepting(self) -> bool:
+        return not self.closed and (self.capacity is None or self.members < self.capacity)
+
+    def join(self, trial_id: str) -> None:
+        self.members += 1
+        self.expected[0].add(trial_id)
+        if self.capacity is not None and self.members >= self.capacity:
+            self.closed = True
+
+    def complete_rungs(self, alive) -> list[tuple[list[str], list[str]]]:
+        """Close every rung that can close now, in order; [(winners, losers)] per closed rung."""
+        out = []
+        for i in range(len(self.resources)):
+            if self.done[i]:
+                continue
+            ready = (self.closed if i == 0 else self.done[i - 1]) and not self.expected[i]
+            if not ready:
+                break
+            self.done[i] = True
+            ranked = sorted(self.arrived[i], key=lambda tid: (-self.arrived[i][tid][0],
+                                                              self.arrived[i][tid][1]))
+            ranked = [tid for tid in ranked if alive(tid)]
+            if i == len(self.resources) - 1:
+                out.append(([], ranked))       # max_t: everyone stops
+                continue
+            keep = survivors(len(self.arrived[i]), self.eta)
+            winners, losers = ranked[:keep], ranked[keep:]
+            self.expected[i + 1].update(winners)
+            out.append((winners, losers))
+        return out
+
+    def exhausted(self) -> bool:
+        return self.done[-1]
+
+
+class _TrialState:
+    __slots__ = ("bracket", "rung", "alive")
+
+    def __init__(self, bracket: int):
+        self.bracket = bracket
+        self.rung = 0          # the rung this trial is heading to (or waiting in)
+        self.alive = True
+
+
+class SuccessiveHalvingScheduler(MetricScheduler):
+    """Synchronous successive halving: Jamieson & Talwalkar 2016, "Non-stochastic Best Arm
+    Identification and Hyperparameter Optimization" (AISTATS), Algorithm 1.
+
+    Every trial of the experiment joins one bracket whose rungs are Hyperband's most aggressive
+    (``brackets.rung_resources``: ``max_t * eta**(i - s_max)``). A trial whose ``time_attr``
+    reaches a rung is paused until the rung is complete: every live trial has arrived and no
+    further trial can join (the searcher is finished). Then the top floor(n / eta) (at least one)
+    continue and the rest stop. Trials that error, end early or are removed leave the rung, which
+    completes without them. Needs a checkpointing trainable, like every pausing scheduler.
+
+    Example::
+
+        from ray import tune
+        from tune_ext.schedulers import SuccessiveHalvingScheduler
+
+        def train(config):
+            for t in range(1, 10):
+                tune.report({"loss": config["x"] / t})   # add checkpoint=... to resume, see docs
+
+        tune.run(train, config={"x": tune.grid_search([0.1 * i for i in range(1, 10)])},
+                 metric="loss", mode="min", scheduler=SuccessiveHalvingScheduler(max_t=9))
+    """
+
+    def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
+                 mode: Optional[str] = None, max_t=100, min_t=1, reduction_factor=3):
+        super().__init__(time_attr, metric, mode)
+        check_geometry(max_t, min_t, reduction_factor)
+        self._max_t, self._min_t, self._eta = max_t, min_t, reduction_factor
+        self._brackets: list[_Bracket] = []
+        self._trials: dict[str, _TrialState] = {}
+        self._objects: dict[str, Trial] = {}
+        self._to_resume: list[str] = []
+        self._to_stop: list[str] = []
+        self._seq = 0
+        self._bands = 0
+        self._restoring: set[str] = set()
+
+    def _new_band(self) -> list[_Bracket]:
+        """Brackets that open when all earlier ones are full: SHA has one, as large as needed."""
+        s_max = max_bracket_index(self._max_t, self._min_t, self._eta)
+        return [_Bracket(rung_resources(self._max_t, self._eta, s_max), None, self._eta)]
+
+    def _bracket_for_new_trial(self) -> int:
+        for b, bracket in enumerate(self._brackets):
+            if bracket.accepting():
+                return b
+        self._bands += 1
+        self._brackets.extend(self._new_band())
+        return self._bracket_for_new_trial()
+
+    def on_trial_add(self, tune_controller, trial: Trial):
+        self._require_metric()
+        self._objects[trial.trial_id] = trial
+        state = self._trials.get(trial.trial_id)
+        if state is None and trial.status in (Trial.TERMINATED, Trial.ERROR):
+            return                 # restored as finished and unknown to us: nothing to schedule
+        if state is None:
+            b = self._bracket_for_new_trial()
+            self._trials[trial.trial_id] = _TrialState(b)
+            self._brackets[b].join(trial.trial_id)
+            return
+        bracket = self._brackets[state.bracket]
+        if trial.trial_id in self._restoring:
+            # Experiment restore: the saved state is as old as the trial table, so trust it.
+            self._restoring.discard(trial.trial_id)
+            if trial.status == Trial.PENDING and state.alive \
+                    and trial.trial_id in bracket.arrived[state.rung] \
+                    and not bracket.done[state.rung]:
+                trial.set_status(Trial.PAUSED)   # waits in its rung; filed after this hook
+            return
+        # Re-queued after a failure (max_failures): back to the rung it was heading to, if that
+        # rung has not completed without it meanwhile.
+        state.alive = True
+        if bracket.done[state.rung]:
+            state.alive = False
+            self._to_stop.append(trial.trial_id)
+        else:
+            bracket.arrived[state.rung].pop(trial.trial_id, None)
+            bracket.expected[state.rung].add(trial.trial_id)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        t, score = self._read(result)
+        state = self._trials[trial.trial_id]
+        bracket = self._brackets[state.bracket]
+        if t < bracket.resources[state.rung]:
+            return self.STOP if t >= self._max_t else self.CONTINUE
+        # Arrival (a result may overstep the rung; it still is ranked in the rung it waits in).
+        tid, rung = trial.trial_id, state.rung
+        self._seq += 1
+        bracket.arrived[rung][tid] = (score, self._seq)
+        bracket.expected[rung].discard(tid)
+        decision = self._settle(bracket, reporter=tid).get(tid)
+        if decision is not None:
+            return decision
+        return self.STOP if rung == len(bracket.resources) - 1 else self.PAUSE
+
+    def _settle(self, bracket: _Bracket, reporter: Optional[str] = None) -> dict[str, str]:
+        """Close what can close; queue resumes and stops of the paused trials; return the
+        decisions by trial id (the reporting trial gets its decision directly, not queued)."""
+        decisions = {}
+        for winners, losers in bracket.complete_rungs(lambda tid: self._trials[tid].alive):
+            for tid in winners:
+                self._trials[tid].rung += 1
+                decisions[tid] = self.CONTINUE
+                if tid != reporter:
+                    self._to_resume.append(tid)
+            for tid in losers:
+                self._trials[tid].alive = False
+                decisions[tid] = self.STOP
+                if tid != reporter:
+                    self._to_stop.append(tid)
+        return decisions
+
+    def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        if tune_controller.search_alg.is_finished():
+            for bracket in self._brackets:
+                if not bracket.closed:
+                    bracket.closed = True
+                    self._settle(bracket)
+        for tid in list(self._to_stop):
+            trial = self._objects.get(tid)
+            if trial is None or trial.status in (Trial.TERMINATED, Trial.ERROR):
+                self._to_stop.remove(tid)
+            elif trial.status in (Trial.PAUSED, Trial.PENDING):
+                self._to_stop.remove(tid)
+                tune_controller.stop_trial(trial)
+        for tid in list(self._to_resume):
+            trial = self._objects.get(tid)
+            if trial is None or trial.status != Trial.RUNNING:   # RUNNING: still saving its pause
+                self._to_resume.remove(tid)
+            if trial is not None and trial.status == Trial.PAUSED:
+                return trial
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PENDING:
+                return trial
+        return None
+
+    def _leave(self, trial_id: str) -> None:
+        state = self._trials.get(trial_id)
+        if state is None or not state.alive:
+            return
+        state.alive = False
+        bracket = self._brackets[state.bracket]
+        bracket.expected[state.rung].discard(trial_id)
+        self._settle(bracket)   # the rung may be complete without it
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict):
+        self._leave(trial.trial_id)
+        self._objects.pop(trial.trial_id, None)
+
+    def on_trial_error(self, tune_controller, trial: Trial):
+        self._leave(trial.trial_id)
+
+    def on_trial_remove(self, tune_controller, trial: Trial):
+        self._leave(trial.trial_id)
+        self._objects.pop(trial.trial_id, None)
+
+    def debug_string(self) -> str:
+        lines = [f"{type(self).__name__}: {len(self._brackets)} brackets in {self._bands} bands"]
+        for b, br in enumerate(self._brackets):
+            size = "all" if br.capacity is None else br.capacity
+            rungs = " | ".join(
+                f"t={r:g}: {len(br.arrived[i])} arrived, {len(br.expected[i])} expected"
+                + (" (done)" if br.done[i] else "") for i, r in enumerate(br.resources))
+            lines.append(f"  bracket {b} ({br.members}/{size} trials): {rungs}")
+        return "\n".join(lines)
+
+    def get_state(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_objects"}
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._objects = {}
+        self._restoring = set(self._trials)
