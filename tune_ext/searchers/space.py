@@ -186,7 +186,7 @@ class SearchSpace:
         if not isinstance(point, dict):
             raise ValueError(f"points_to_evaluate entries must be dicts, got {point!r}")
         out = {}
-        for key, value in flatten(point).items():
+        for key, value in flatten(point, flat_keys=True).items():
             if key in self.by_key:
                 out[key] = self.by_key[key].encode(value)
             elif key not in self.constants:
@@ -257,19 +257,19 @@ def _check_int(p: Param) -> Param:
     return p
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    """Nested dicts -> ``{"a/b": value}`` (Ray's ``flatten_dict`` convention); ``{}`` values and
-    ``{"grid_search": ...}`` are rejected with the key named."""
+def flatten(config: dict, prefix: str = "", flat_keys: bool = False) -> dict:
+    """Nested dicts -> ``{"a/b": value}`` (Ray's ``flatten_dict`` convention); ``{"grid_search":
+    ...}`` is rejected with the key named, and so are keys with "/" unless ``flat_keys``."""
     out = {}
     for k, v in config.items():
-        if not isinstance(k, str) or DELIMITER in k:
+        if not isinstance(k, str) or (DELIMITER in k and not flat_keys):
             raise ValueError(f"config keys must be strings without {DELIMITER!r}, got {k!r}")
         key = prefix + k
         if isinstance(v, dict) and "grid_search" in v:
             raise ValueError(f"{key}: tune.grid_search cannot be combined with a searcher; "
                              "use tune.choice or points_to_evaluate")
         if isinstance(v, dict) and v:
-            out.update(flatten(v, key + DELIMITER))
+            out.update(flatten(v, key + DELIMITER, flat_keys))
         else:
             out[key] = v
     return out
