@@ -1,0 +1,155 @@
+"""TPESearch and CMAESSearch: optuna's samplers behind Ray Tune's Searcher protocol.
+
+TPE: Bergstra et al., "Algorithms for Hyper-Parameter Optimization", NeurIPS 2011, with optuna's
+multivariate TPE (Falkner et al. 2018's product kernel) and the *constant liar* for pending trials,
+so concurrent suggestions differ without a ConcurrencyLimiter.
+CMA-ES: Hansen, "The CMA Evolution Strategy: A Tutorial", arXiv:1604.00772; integer and quantised
+parameters use CMA-ES with margin (Hamano et al., GECCO 2022).
+
+Every Ray result is reported to the optuna trial as an intermediate value at step ``time_attr``;
+a trial that ends before ``max_t`` (a scheduler stopped it) is told ``PRUNED``, so optuna ranks it by
+its last value and the step it reached; an errored trial or a NaN/inf metric is told ``FAIL``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import optuna
+
+from tune_ext.searchers._base import COMPLETE, FAIL, PRUNED, SpaceSearcher
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class _OptunaSearch(SpaceSearcher):
+    """Runs one in-memory optuna study with ``ask``/``tell``; subclasses choose the sampler."""
+
+    def _make_sampler(self) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def _setup(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = self._make_sampler()
+        self._distributions = self._space.to_optuna()
+        self._study = optuna.create_study(
+            sampler=sampler, pruner=optuna.pruners.NopPruner(),
+            direction="minimize" if self._mode == "min" else "maximize")
+        self._trials: dict[str, optuna.Trial] = {}
+
+    def _propose(self, trial_id: str, fixed: dict) -> dict:
+        if fixed:
+            self._study.enqueue_trial(fixed)  # taken by the very next ask (FIFO)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            trial = self._study.ask(fixed_distributions=self._distributions)
+        self._trials[trial_id] = trial
+        return dict(trial.params)
+
+    def _observe(self, trial_id, entry, step, value) -> None:
+        if not math.isfinite(value):
+            return  # never hand NaN/inf to the model; the outcome is decided at completion
+        # optuna steps are ints: a float time_attr (e.g. time_total_s) falls back to the result count
+        reported = entry.setdefault("reported", [])
+        step = int(step) if float(step).is_integer() else len(reported)
+        if step not in reported:
+            reported.append(step)
+            self._trials[trial_id].report(value, step)
+
+    def _record(self, trial_id, entry, state, step, value) -> None:
+        if state == PRUNED and value is not None and math.isfinite(value):
+            self._observe(trial_id, entry, step, value)  # the stopping result itself
+        trial = self._trials.pop(trial_id)
+        if state == COMPLETE:
+            self._study.tell(trial, value)
+            return
+        self._study.tell(trial, state=optuna.trial.TrialState.PRUNED if state == PRUNED
+                         else optuna.trial.TrialState.FAIL)
+
+    @property
+    def study(self) -> optuna.Study:
+        """The optuna study (read it, don't tell it): params are internal coordinates."""
+        self._check_ready()
+        return self._study
+
+
+class TPESearch(_OptunaSearch):
+    """Tree-structured Parzen Estimator search (optuna's ``TPESampler``).
+
+    Parameters beyond Ray's ``(space, metric, mode, points_to_evaluate, seed)``:
+    ``time_attr`` (the budget key, default ``"training_iteration"``), ``max_t`` (budget of a full
+    run; trials ending earlier are told PRUNED; defaults to ``stop[time_attr]``),
+    ``n_startup_trials`` (random trials before the model, 10), ``multivariate`` (True),
+    ``constant_liar`` (True: pending trials count as bad, so concurrent suggestions spread out);
+    other keyword arguments go to ``optuna.samplers.TPESampler``.
+
+    Bergstra et al. 2011; Falkner et al. 2018 (multivariate KDE).
+
+    Example::
+
+        from ray import tune
+        from tune_ext.searchers import TPESearch
+
+        def f(config):
+            tune.report({"loss": (config["x"] - 2) ** 2 + config["k"]})
+
+        tune.run(f, config={"x": tune.uniform(-5, 5), "k": tune.randint(0, 3)},
+                 search_alg=TPESearch(metric="loss", mode="min", seed=0), num_samples=20)
+    """
+
+    def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None, seed=None,
+                 time_attr="training_iteration", max_t=None, n_startup_trials=10,
+                 multivariate=True, constant_liar=True, **tpe_kwargs):
+        if not (isinstance(n_startup_trials, int) and n_startup_trials >= 0):
+            raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}")
+        self._tpe_kwargs = dict(n_startup_trials=n_startup_trials, multivariate=bool(multivariate),
+                                constant_liar=bool(constant_liar), **tpe_kwargs)
+        super().__init__(space, metric, mode, points_to_evaluate, seed, time_attr, max_t)
+
+    def _make_sampler(self):
+        return optuna.samplers.TPESampler(seed=self._seed, **self._tpe_kwargs)
+
+
+class CMAESSearch(_OptunaSearch):
+    """CMA-ES search (optuna's ``CmaEsSampler``, with margin for integer/quantised parameters).
+
+    Categorical parameters (and a space with a single numeric parameter, which CMA-ES cannot
+    model) are sampled *independently* by optuna's ``RandomSampler`` with the same seed: this is the
+    documented fallback of optuna's CmaEsSampler, enabled here without its warning. Parameters beyond
+    Ray's: ``time_attr``, ``max_t`` (as TPESearch), ``n_startup_trials`` (1), ``sigma0``, ``popsize``,
+    ``consider_pruned_trials`` (False: CMA-ES generations use full runs only), ``with_margin`` (True);
+    other keyword arguments go to ``optuna.samplers.CmaEsSampler``.
+
+    Hansen 2016 (arXiv:1604.00772); Hamano et al. 2022 (CMA-ES with margin).
+
+    Example::
+
+        from ray import tune
+        from tune_ext.searchers import CMAESSearch
+
+        def f(config):
+            tune.report({"loss": (config["x"] - 2) ** 2 + (config["y"] + 1) ** 2})
+
+        tune.run(f, config={"x": tune.uniform(-5, 5), "y": tune.randint(-4, 4)},
+                 search_alg=CMAESSearch(metric="loss", mode="min", seed=0), num_samples=20)
+    """
+
+    def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None, seed=None,
+                 time_attr="training_iteration", max_t=None, n_startup_trials=1, sigma0=None,
+                 popsize=None, consider_pruned_trials=False, with_margin=True, **cma_kwargs):
+        if not (isinstance(n_startup_trials, int) and n_startup_trials >= 0):
+            raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}")
+        if popsize is not None and not (isinstance(popsize, int) and popsize >= 2):
+            raise ValueError(f"popsize must be an int >= 2 or None, got {popsize!r}")
+        if sigma0 is not None and not sigma0 > 0:
+            raise ValueError(f"sigma0 must be > 0 or None, got {sigma0!r}")
+        self._cma_kwargs = dict(n_startup_trials=n_startup_trials, sigma0=sigma0, popsize=popsize,
+                                consider_pruned_trials=bool(consider_pruned_trials),
+                                with_margin=bool(with_margin), **cma_kwargs)
+        super().__init__(space, metric, mode, points_to_evaluate, seed, time_attr, max_t)
+
+    def _make_sampler(self):
+        return optuna.samplers.CmaEsSampler(
+            seed=self._seed, independent_sampler=optuna.samplers.RandomSampler(seed=self._seed),
+            warn_independent_sampling=False, **self._cma_kwargs)
