@@ -147,3 +147,13 @@ def test_bad_arguments_are_named(kwargs, match):
             "hparams": HP, **kwargs}
     with pytest.raises(ValueError, match=match):
         hypergradient(**args)
+
+
+def test_hypergrad_package_does_not_import_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, tune_ext.hypergrad, tune_ext.hypergrad.online, tune_ext.hypergrad.outer; " \
+           "print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
