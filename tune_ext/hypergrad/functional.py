@@ -1,0 +1,75 @@
+"""A model as pure functions of its weights: the training loss, the validation loss, BatchNorm.
+
+BatchNorm's running statistics are state, not something to differentiate: the differentiated
+training loss uses batch statistics only (as ``train()`` mode does), and the running statistics
+are advanced by a separate forward pass without gradients at the same weights, which updates them
+exactly as an ordinary ``model(x)`` call in training mode would.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+_NORM = (nn.modules.batchnorm._BatchNorm,)
+
+
+class FunctionalModel:
+    """Pure losses of ``model`` given weights and buffers.
+
+    model: any ``nn.Module``; its parameters are only read (copies are differentiated).
+    loss_fn: ``loss_fn(output, target)`` -> scalar.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn):
+        self.model, self.loss_fn = model, loss_fn
+        self.norms = [m for m in model.modules() if isinstance(m, _NORM) and m.track_running_stats]
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach().clone() for k, p in self.model.named_parameters()}
+
+    def buffers(self) -> dict[str, torch.Tensor]:
+        return {k: b.detach().clone() for k, b in self.model.named_buffers()}
+
+    def train_loss(self, weights, buffers, batch):
+        """Loss in training mode with batch statistics; touches no buffer (safe under torch.func)."""
+        x, y = batch
+        with self._mode(True), self._batch_statistics_only():
+            return self.loss_fn(functional_call(self.model, (weights, buffers), (x,)), y)
+
+    def val_loss(self, weights, buffers, batch):
+        """Loss in evaluation mode: BatchNorm uses the running statistics in ``buffers``."""
+        x, y = batch
+        with self._mode(False):
+            return self.loss_fn(functional_call(self.model, (weights, buffers), (x,)), y)
+
+    @torch.no_grad()
+    def advance_buffers(self, weights, buffers, batch) -> None:
+        """Update running statistics in ``buffers`` in place, as a training-mode forward would."""
+        if self.norms:
+            with self._mode(True):
+                functional_call(self.model, ({k: w.detach() for k, w in weights.items()}, buffers),
+                                (batch[0],))
+
+    @contextlib.contextmanager
+    def _mode(self, training: bool):
+        was = self.model.training
+        self.model.train(training)
+        try:
+            yield
+        finally:
+            self.model.train(was)
+
+    @contextlib.contextmanager
+    def _batch_statistics_only(self):
+        # in training mode, track_running_stats=False makes BatchNorm normalise with the batch's
+        # statistics (the same numbers) without writing the running buffers in place
+        for m in self.norms:
+            m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m in self.norms:
+                m.track_running_stats = True
