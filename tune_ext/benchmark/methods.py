@@ -48,9 +48,23 @@ def _gradient(method: str):
 
 
 def gradient_config(task: Task, method: str) -> dict:
-    """FDSTrainable config for ``task``: the same windows as the black-box space, from lr = 0."""
-    return {**task.fixed_config(), "method": method, "n_lr_windows": task.n_lr_windows,
-            "n_momentum_windows": 1, "n_weight_decay_windows": 1}
+    """FDSTrainable config for ``task``, from lr = 0 and weight decay = 0 as in the FDS paper.
+
+    "fds" learns as many learning-rate windows as the black-box space has, plus one momentum and
+    one weight decay, from inner runs of a quarter, half, then the whole horizon (the paper's
+    cheaper early outer steps; windows are fractions of the run, so the schedule stretches);
+    the outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
+    horizon, learning one value of each hyperparameter online.
+    """
+    cfg = {k: v for k, v in task.fixed_config().items() if k != "epochs"}
+    cfg.update(method=method, lr_init=0.0, momentum_init=0.5, weight_decay_init=0.0)
+    if method == "fds":
+        horizon = task.epochs
+        cfg.update(inner_epochs=[max(1, horizon // 4), max(1, horizon // 2), horizon],
+                   outer_steps=UNLIMITED, n_lr_windows=task.n_lr_windows)
+    else:
+        cfg.update(inner_epochs=task.epochs)
+    return cfg
 
 
 def _random_variants(seed):

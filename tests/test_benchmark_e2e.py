@@ -1,0 +1,134 @@
+"""The main job end to end: ``scripts/benchmark.py --quick`` locally and on a started Ray cluster."""
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tune_ext.benchmark.methods import METHODS, QUICK_METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = ROOT / "scripts" / "benchmark.py"
+
+
+def run_cli(args, env=None, timeout=900):
+    proc = subprocess.run([sys.executable, str(BENCHMARK), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    proc = run_cli(["--quick", "--budget-s", "25", "--out", str(out)])
+    return out, proc.stdout
+
+
+def test_quick_races_black_box_gradient_and_ray_methods(quick):
+    kinds = {METHODS[m].kind for m in QUICK_METHODS}
+    assert kinds == {"black-box", "gradient"} and any(m.startswith("ray-") for m in QUICK_METHODS)
+    out, stdout = quick
+    # one progress line per finished method and seed, and Ray's own console output stays quiet
+    progress = [line for line in stdout.splitlines() if line.startswith("[")]
+    assert len(progress) == len(QUICK_METHODS)
+    assert "Trial status" not in stdout and "Configuration for experiment" not in stdout
+
+
+def test_tensorboard_has_a_regret_curve_per_method_matching_the_csv(quick):
+    out, _ = quick
+    summary = json.loads((out / "summary.json").read_text())
+    reference = summary["reference_test_acc"]
+    with open(out / "regret.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for method in QUICK_METHODS:
+        acc = EventAccumulator(str(out / "tensorboard" / f"{method}-seed0"))
+        acc.Reload()
+        assert f"regret/{method}" in acc.Tags()["scalars"]
+        events = acc.Scalars(f"regret/{method}")
+        mine = [r for r in rows if r["method"] == method]
+        assert len(events) == len(mine) >= 2, f"{method} found no incumbent within the budget"
+        for ev, row in zip(events, mine):
+            assert ev.value == pytest.approx(float(row["regret"]), abs=1e-6)
+            assert ev.step == int(float(row["time_s"]))
+        # the incumbent is the best validation score so far: it never worsens, and the regret
+        # is the reference minus its test accuracy
+        vals = [float(r["val_score"]) for r in mine if r["val_score"]]
+        assert vals == sorted(vals)
+        for r in mine:
+            if r["test_acc"]:
+                assert float(r["regret"]) == pytest.approx(reference - float(r["test_acc"]), abs=1e-5)
+        times = [float(r["time_s"]) for r in mine]
+        assert times == sorted(times) and times[-1] <= summary["budget_s"] + 30
+
+
+def test_summary_and_png(quick):
+    out, _ = quick
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"task", "reference_test_acc", "target_regret", "budget_s", "methods"} <= set(summary)
+    assert summary["task"] == "digits" and summary["budget_s"] == 25
+    assert summary["resources_per_trial"] == {"cpu": 1.0} and summary["concurrency"] == 2
+    assert set(summary["methods"]) == set(QUICK_METHODS)
+    for m in summary["methods"].values():
+        assert {"final_regret", "time_to_target_s", "seeds"} <= set(m)
+        assert len(m["seeds"]) == 1 and m["final_regret"] < summary["reference_test_acc"]
+        assert m["time_to_target_s"] is None or 0 <= m["time_to_target_s"] <= 60
+    png = (out / "regret.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+    with Image.open(out / "regret.png") as im:
+        im.verify()
+        assert im.size[0] > 400 and im.size[1] > 300
+
+
+def test_unknown_names_list_the_valid_ones():
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--methods", "asha,nope"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "valid methods:" in proc.stderr and "ray-asha" in proc.stderr
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--task", "imagenet"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "valid tasks: cifar10, digits" in proc.stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_runs_on_an_existing_cluster_started_with_ray_start(tmp_path):
+    port = _free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    # Ray >= 2.5x turns on token authentication for `ray start` clusters; clients then send the
+    # token from ~/.ray/auth_token when RAY_AUTH_MODE=token. Loopback only (conftest).
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # --block keeps the head in this process group, so ending the group stops exactly this
+    # cluster (a plain `ray stop` would also stop every other Ray instance on the machine)
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=3", "--num-gpus=0",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while subprocess.run([ray_cli, "status", f"--address={address}"], capture_output=True,
+                             env=env).returncode:
+            assert head.poll() is None, "ray start --head exited"
+            assert time.monotonic() < deadline, "the Ray head did not come up"
+        run_cli(["--quick", "--methods", "ray-asha", "--budget-s", "10", "--address", "auto",
+                 "--out", str(tmp_path)], env={**env, "RAY_ADDRESS": address})
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        # the 3 CPUs are the started cluster's: a Ray started by the harness would have 2
+        assert summary["cluster_resources"]["CPU"] == 3.0
+        assert summary["methods"]["ray-asha"]["final_regret"] < summary["reference_test_acc"]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=120)
