@@ -51,16 +51,16 @@ def gradient_config(task: Task, method: str) -> dict:
     """FDSTrainable config for ``task``, from lr = 0 and weight decay = 0 as in the FDS paper.
 
     "fds" learns as many learning-rate windows as the black-box space has, plus one momentum and
-    one weight decay, from inner runs of a quarter, half, then the whole horizon (the paper's
-    cheaper early outer steps; windows are fractions of the run, so the schedule stretches);
-    the outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
+    one weight decay, from inner runs that double up to the whole horizon (1/16, 1/8, 1/4, 1/2,
+    then all of it: the paper's cheaper early outer steps; windows are fractions of the run, so
+    the schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
     horizon, learning one value of each hyperparameter online.
     """
     cfg = {k: v for k, v in task.fixed_config().items() if k != "epochs"}
     cfg.update(method=method, lr_init=0.0, momentum_init=0.5, weight_decay_init=0.0)
     if method == "fds":
         horizon = task.epochs
-        cfg.update(inner_epochs=[max(1, horizon // 4), max(1, horizon // 2), horizon],
+        cfg.update(inner_epochs=sorted({max(1, horizon // 2**k) for k in range(5)}),
                    outer_steps=UNLIMITED, n_lr_windows=task.n_lr_windows)
     else:
         cfg.update(inner_epochs=task.epochs)

@@ -64,7 +64,8 @@ def start_ray(budget: Budget, address: str | None, verbose: bool) -> None:
     if budget.gpus_per_trial:
         import torch
         kwargs["num_gpus"] = torch.cuda.device_count()
-    ray.init(include_dashboard=False, **kwargs)
+    # "local": always a fresh instance of our own, never a cluster that happens to be running
+    ray.init(address="local", include_dashboard=False, **kwargs)
 
 
 def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: Budget, out_dir: str,
