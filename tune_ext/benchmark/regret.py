@@ -83,6 +83,7 @@ class RegretCallback(Callback):
             self.start = None
 
     def _record(self, t: float, trial_id: str, iteration):
+        t = round(t, 3)  # the CSV's resolution, so its times and TensorBoard's steps agree
         tr = self.tracker
         self.writer.add_scalar(f"regret/{self.method}", tr.regret, global_step=int(t),
                                walltime=self._wall0 + t)
