@@ -64,6 +64,7 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"outer_optimizer": "lbfgs"}, "outer_optimizer.*sign, sgd, adam"),
     ({"clip": 0}, "clip"),
     ({"hyper_every": 0}, "hyper_every"),
+    ({"lr_step": 0.0}, "lr_step.*all 0"),
     ({"dataset": "imagenet"}, "dataset"),
 ])
 def test_bad_config_names_the_key(bad, match):
