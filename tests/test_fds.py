@@ -44,7 +44,7 @@ def test_inner_epochs_per_outer_step():
 @pytest.mark.parametrize("method", ["fds", "hd"])
 def test_checkpoint_restore_continues_exactly(method, tmp_path):
     cfg = {**FDS, "method": method, "n_lr_windows": 1, "lr_init": 0.05, "outer_steps": 3,
-           "inner_epochs": 3, "lr_step": 0.01 if method == "hd" else 0.1, "momentum_step": 0.05}
+           "batch_size": 256, "inner_epochs": 1 if method == "fds" else 3, "lr_step": 0.01 if method == "hd" else 0.1, "momentum_step": 0.05}
     straight = run_direct(cfg, 3)
     resumed = run_direct(cfg, 3, checkpoint_at=2, tmp_path=tmp_path)
     assert [{k: r[k] for k in KEYS} for r in resumed] == [{k: r[k] for k in KEYS} for r in straight]
@@ -64,8 +64,16 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"outer_optimizer": "lbfgs"}, "outer_optimizer.*sign, sgd, adam"),
     ({"clip": 0}, "clip"),
     ({"hyper_every": 0}, "hyper_every"),
+    ({"lr_step": 0.0}, "lr_step.*all 0"),
     ({"dataset": "imagenet"}, "dataset"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises(ValueError, match=match):
         FDSTrainable(config={**FDS, **bad})
+
+
+def test_diverged_run_reports_and_skips_its_nonfinite_hypergradient():
+    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 2.0 ** 100, "outer_steps": 2}
+    first, second = run_direct(cfg, 2)
+    assert first["hypergrad_nonfinite"] >= 1 and first["skipped_updates"] == 1
+    assert second["lr_0"] == first["lr_0"] == 2.0 ** 100  # the update was not applied

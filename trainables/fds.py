@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass
 
@@ -60,6 +59,9 @@ class HypergradConfig:
         if init["momentum"] > MOMENTUM_MAX:
             raise ValueError(f"config['momentum_init'] must be in [0, {MOMENTUM_MAX}], got {init['momentum']}")
         steps = {h: non_negative(config, f"{h}_step", DEFAULT_STEPS[h]) for h in HPARAMS}
+        if not any(steps.values()):
+            raise ValueError("config['lr_step'], ['momentum_step'] and ['weight_decay_step'] are all 0: "
+                             "give at least one a positive outer step size")
         outer = config.get("outer_optimizer", "sign" if method == "fds" else "sgd")
         if outer not in OPTIMIZERS:
             raise ValueError(f"config['outer_optimizer'] must be one of {', '.join(OPTIMIZERS)}; got {outer!r}")
@@ -133,8 +135,9 @@ class FDSTrainable(tune.Trainable):
         hparams = {h: torch.full((self.hc.windows[h],), self.hc.init[h], dtype=dtype, device=self.device)
                    for h in HPARAMS}
         kwargs = {} if self.hc.outer_optimizer == "sign" else {"clip": self.hc.clip}
-        outer = make_outer(self.hc.outer_optimizer, {h: s for h, s in self.hc.steps.items() if s > 0}, **kwargs)
-        self.outer = outer
+        self.outer = make_outer(self.hc.outer_optimizer,
+                                {h: s for h, s in self.hc.steps.items() if s > 0}, **kwargs)
+        outer = self.outer
         self.hparams = hparams
         self.online = None
         if self.hc.method != "fds":

@@ -23,12 +23,11 @@ Example::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torch.func import grad, jvp, vmap
+from torch.func import grad, grad_and_value, jvp, vmap
 
 from tune_ext.hypergrad.functional import FunctionalModel
 from tune_ext.hypergrad.schedule import window_index
@@ -108,17 +107,14 @@ class Trainer:
         return w, v, stack(0, w), stack(1, v)
 
     def hypergrad_from(self, weights, buffers, tw, batch, objective: str = "val"):
-        """d loss(batch)/d entries = <grad of the loss at ``weights``, each weight tangent>: (K,)."""
+        """d loss(batch)/d entries = <grad of the loss at ``weights``, each weight tangent>: (K,).
+
+        objective: ``"val"`` (eval mode, running statistics) or ``"train"`` (HD's next batch).
+        """
         loss_fn = self.f.val_loss if objective == "val" else self.f.train_loss
-        loss, g = _value_and_grad(loss_fn, weights, buffers, batch)
+        g, loss = grad_and_value(loss_fn)(weights, buffers, batch)
         flat = sum(torch.einsum("k...,...->k", tw[k], g[k]) for k in g)
-        return loss, flat
-
-
-def _value_and_grad(fn, weights, buffers, batch):
-    from torch.func import grad_and_value
-    g, loss = grad_and_value(fn)(weights, buffers, batch)
-    return loss.detach(), g
+        return loss.detach(), flat
 
 
 @dataclass
