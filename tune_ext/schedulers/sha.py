@@ -106,6 +106,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._seq = 0
         self._bands = 0
         self._restoring: set[str] = set()
+        self._unsettled: set[int] = set()
 
     def _new_band(self) -> list[_Bracket]:
         """Brackets that open when all earlier ones are full: SHA has one, as large as needed."""
@@ -184,6 +185,9 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         return decisions
 
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        for b in sorted(self._unsettled):
+            self._settle(self._brackets[b])
+        self._unsettled.clear()
         if tune_controller.search_alg.is_finished():
             for bracket in self._brackets:
                 if not bracket.closed:
@@ -207,21 +211,26 @@ class SuccessiveHalvingScheduler(MetricScheduler):
                 return trial
         return None
 
-    def _leave(self, trial_id: str) -> None:
+    def _leave(self, trial_id: str, settle: bool = True) -> None:
         state = self._trials.get(trial_id)
         if state is None or not state.alive:
             return
         state.alive = False
         bracket = self._brackets[state.bracket]
         bracket.expected[state.rung].discard(trial_id)
-        self._settle(bracket)   # the rung may be complete without it
+        if settle:
+            self._settle(bracket)   # the rung may be complete without it
+        else:
+            self._unsettled.add(state.bracket)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict):
         self._leave(trial.trial_id)
         self._objects.pop(trial.trial_id, None)
 
     def on_trial_error(self, tune_controller, trial: Trial):
-        self._leave(trial.trial_id)
+        # Ray calls on_trial_add right after this when the trial is re-queued (max_failures), so
+        # the rung is only settled without it at the next choose_trial_to_run.
+        self._leave(trial.trial_id, settle=False)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
         self._leave(trial.trial_id)
