@@ -106,6 +106,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._seq = 0
         self._bands = 0
         self._restoring: set[str] = set()
+        self._restored = False
         self._unsettled: set[int] = set()
 
     def _new_band(self) -> list[_Bracket]:
@@ -129,17 +130,21 @@ class SuccessiveHalvingScheduler(MetricScheduler):
             return                 # restored as finished and unknown to us: nothing to schedule
         if state is None:
             b = self._bracket_for_new_trial()
-            self._trials[trial.trial_id] = _TrialState(b)
+            state = self._trials[trial.trial_id] = _TrialState(b)
             self._brackets[b].join(trial.trial_id)
+            if self._restored and trial.status == Trial.PENDING:
+                self._catch_up(trial, state)
             return
         bracket = self._brackets[state.bracket]
         if trial.trial_id in self._restoring:
-            # Experiment restore: the saved state is as old as the trial table, so trust it.
+            # Experiment restore. Ray saves our state with the trial table, but its uploads can
+            # leave the two a step apart: a rung arrival in the trial's last result that our
+            # state lacks is recorded now. A paused trial stays paused (Ray re-adds it PENDING).
             self._restoring.discard(trial.trial_id)
-            if trial.status == Trial.PENDING and state.alive \
-                    and trial.trial_id in bracket.arrived[state.rung] \
-                    and not bracket.done[state.rung]:
-                trial.set_status(Trial.PAUSED)   # waits in its rung; filed after this hook
+            if trial.status == Trial.PENDING and state.alive and not bracket.done[state.rung]:
+                self._catch_up(trial, state)
+                if trial.trial_id in bracket.arrived[state.rung]:
+                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
             return
         # Re-queued after a failure (max_failures): back to the rung it was heading to, if that
         # rung has not completed without it meanwhile.
@@ -150,6 +155,17 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         else:
             bracket.arrived[state.rung].pop(trial.trial_id, None)
             bracket.expected[state.rung].add(trial.trial_id)
+
+    def _catch_up(self, trial: Trial, state: _TrialState) -> None:
+        bracket, tid = self._brackets[state.bracket], trial.trial_id
+        if tid in bracket.arrived[state.rung] or not self._has_keys(trial.last_result):
+            return
+        t, score = self._read(trial.last_result)
+        if bracket.resources[state.rung] <= t < self._max_t:
+            self._seq += 1
+            bracket.arrived[state.rung][tid] = (score, self._seq)
+            bracket.expected[state.rung].discard(tid)
+            self._unsettled.add(state.bracket)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         t, score = self._read(result)
@@ -253,3 +269,4 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self.__dict__.update(state)
         self._objects = {}
         self._restoring = set(self._trials)
+        self._restored = True
