@@ -124,3 +124,16 @@ def test_failures_asha_promotion(ray_local, tmp_path):
     assert steps_per_trial(rec) == EXPECT_ASHA_PROMOTION
     assert "t=1: 9 recorded, 0 waiting | t=3: 3 recorded, 0 waiting | t=9: 1 recorded" \
         in sched.debug_string()
+
+
+def test_hyperband_more_trials_than_a_band(ray_local, tmp_path):
+    # max_t=3, eta=3: a band is bracket s=1 (3 trials, r = 1, 3) and s=0 (2 trials, r = 3).
+    # 7 trials: band 1 = [0.5, 0.2, 0.9] + [0.1, 0.7]; band 2's s=1 bracket gets [0.3, 0.8] and
+    # closes when the grid is exhausted, keeping max(1, floor(2/3)) = 1.
+    sched = HyperbandScheduler(max_t=3, reduction_factor=3)
+    analysis, rec = run(sched, xs=[0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8], steps=3,
+                        storage_path=str(tmp_path))
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert steps_per_trial(rec) == {0.5: 1, 0.2: 1, 0.9: 3, 0.1: 3, 0.7: 3, 0.3: 1, 0.8: 3}
+    assert "4 brackets in 2 bands" in sched.debug_string()   # band 2 opens both brackets
+    assert "bracket 2 (2/3 trials)" in sched.debug_string()
