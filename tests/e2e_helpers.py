@@ -21,8 +21,10 @@ def checkpointing_trainable(config):
             with open(os.path.join(d, "step.json")) as f:
                 start = json.load(f)["step"]
     for step in range(start + 1, config.get("steps", 9) + 1):
-        if config.get("fail_at") == step and ckpt is None:
-            raise RuntimeError(f"injected failure at step {step}")
+        if config.get("fail_once_at", {}).get(config["x"]) == step and ckpt is None:
+            raise RuntimeError(f"injected failure at step {step}")   # the retry has a checkpoint
+        if config.get("fail_always_at", {}).get(config["x"]) == step:
+            raise RuntimeError(f"injected permanent failure at step {step}")
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "step.json"), "w") as f:
                 json.dump({"step": step}, f)

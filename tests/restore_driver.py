@@ -13,7 +13,8 @@ import sys
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"   # snapshot the experiment after every step
+# Snapshot the experiment every second (0 makes Ray race its own syncer: partial uploads).
+os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "1"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,10 +39,39 @@ class Writer(tune.Callback):
             f.flush()
 
 
+class LoggedSHA(SuccessiveHalvingScheduler):
+    """SHA that appends each hook call to RESULTS_JSONL.<phase>.trace (shown when the test fails)."""
+
+    trace = None
+
+    def _log(self, *what):
+        if self.trace:
+            with open(self.trace, "a") as f:
+                f.write(" ".join(map(str, what)) + "\n")
+
+    def on_trial_add(self, tc, trial):
+        super().on_trial_add(tc, trial)
+        self._log("add", trial.config["x"], trial.status, trial.last_result.get("step"))
+
+    def on_trial_result(self, tc, trial, result):
+        d = super().on_trial_result(tc, trial, result)
+        self._log("result", trial.config["x"], result["step"], d)
+        return d
+
+    def on_trial_error(self, tc, trial):
+        self._log("error", trial.config["x"])
+        super().on_trial_error(tc, trial)
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._log("set_state", self.debug_string())
+
+
 def main(api, phase, storage, results):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    sched = SuccessiveHalvingScheduler(max_t=9, reduction_factor=3)
+    LoggedSHA.trace = f"{results}.{phase}.trace"
+    sched = LoggedSHA(max_t=9, reduction_factor=3)
     callbacks = [SchedulerStateCallback(sched), Writer(results)]
     trainable = tune.with_resources(e2e_helpers.checkpointing_trainable, {"cpu": 2})
     space = {"x": tune.grid_search(ORDER), "steps": 9}
@@ -58,6 +88,7 @@ def main(api, phase, storage, results):
     else:
         tuner = tune.Tuner.restore(os.path.join(storage, NAME), trainable)
         sched = tuner._local_tuner._tune_config.scheduler
+        LoggedSHA.trace = f"{results}.{phase}.trace"
         tuner.fit()
     with open(results + ".final", "w") as f:
         f.write(sched.debug_string())

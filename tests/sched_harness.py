@@ -9,6 +9,10 @@ class FakeTrial:
     def __init__(self, trial_id):
         self.trial_id = trial_id
         self.status = Trial.PENDING
+        self.last_result = {}
+
+    def set_status(self, status):
+        self.status = status
 
     def __repr__(self):
         return self.trial_id

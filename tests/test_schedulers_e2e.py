@@ -13,11 +13,15 @@ cloudpickle.register_pickle_by_value(e2e_helpers)
 
 # One trial at a time (each takes both CPUs): the run is sequential, so the outcome is exact.
 ORDER = [0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8, 0.4, 0.6]
+# Worked by hand (see the tests below); SHA's outcome does not depend on the arrival order.
+EXPECT_ASHA_PROMOTION = {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1, 0.6: 1}
+EXPECT_SHA = {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1, 0.6: 1}
 
 
-def run(scheduler, xs=ORDER, steps=9, **kw):
+def run(scheduler, xs=ORDER, steps=9, extra=None, **kw):
     rec = Recorder()
-    analysis = tune.run(checkpointing_trainable, config={"x": tune.grid_search(xs), "steps": steps},
+    config = {"x": tune.grid_search(xs), "steps": steps, **(extra or {})}
+    analysis = tune.run(checkpointing_trainable, config=config,
                         metric="score", mode="max", scheduler=scheduler, callbacks=[rec],
                         resources_per_trial={"cpu": 2}, reuse_actors=True, verbose=0, **kw)
     return analysis, rec
@@ -40,8 +44,7 @@ def test_asha_promotion_function_trainable(ray_local, tmp_path):
     sched = ASHAScheduler(max_t=9, reduction_factor=3, variant="promotion")
     analysis, rec = run(sched, storage_path=str(tmp_path))
     assert all(t.status == "TERMINATED" for t in analysis.trials)
-    assert steps_per_trial(rec) == {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3,
-                                    0.4: 1, 0.6: 1}
+    assert steps_per_trial(rec) == EXPECT_ASHA_PROMOTION
     assert "t=1: 9 recorded, 0 waiting | t=3: 3 recorded, 0 waiting | t=9: 1 recorded" \
         in sched.debug_string()
 
@@ -61,8 +64,7 @@ def test_sha_function_trainable(ray_local, tmp_path):
     sched = SuccessiveHalvingScheduler(max_t=9, reduction_factor=3)
     analysis, rec = run(sched, storage_path=str(tmp_path))
     assert all(t.status == "TERMINATED" for t in analysis.trials)
-    assert steps_per_trial(rec) == {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3,
-                                    0.4: 1, 0.6: 1}
+    assert steps_per_trial(rec) == EXPECT_SHA
 
 
 def test_hyperband_function_trainable(ray_local, tmp_path):
@@ -97,3 +99,41 @@ def test_supervised_trainable(ray_local, tmp_path, make):
     assert epochs[0.3] == 3
     assert sum(epochs.values()) < 9 or isinstance(sched, AdaptiveASHAScheduler) and \
         sched._quota != [3]
+
+
+def test_failures_sha(ray_local, tmp_path):
+    """0.9 fails once after its promotion and rejoins from its checkpoint (max_failures=1);
+    0.7 fails for good after its promotion: rung 1 completes without it, keeping 1 of 2."""
+    sched = SuccessiveHalvingScheduler(max_t=9, reduction_factor=3)
+    analysis, rec = run(sched, extra={"fail_once_at": {0.9: 2}, "fail_always_at": {0.7: 2}},
+                        max_failures=1, raise_on_failed_trial=False, storage_path=str(tmp_path))
+    status = {t.config["x"]: t.status for t in analysis.trials}
+    assert status.pop(0.7) == "ERROR" and set(status.values()) == {"TERMINATED"}
+    assert steps_per_trial(rec) == {**EXPECT_SHA, 0.7: 1}
+    assert "t=1: 9 arrived, 0 expected (done) | t=3: 2 arrived, 0 expected (done) | " \
+           "t=9: 1 arrived" in sched.debug_string()
+
+
+def test_failures_asha_promotion(ray_local, tmp_path):
+    """0.9 fails once right after being promoted; it rejoins without being recorded twice and
+    the run ends exactly as the uninterrupted one."""
+    sched = ASHAScheduler(max_t=9, reduction_factor=3, variant="promotion")
+    analysis, rec = run(sched, extra={"fail_once_at": {0.9: 2}}, max_failures=1,
+                        storage_path=str(tmp_path))
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert steps_per_trial(rec) == EXPECT_ASHA_PROMOTION
+    assert "t=1: 9 recorded, 0 waiting | t=3: 3 recorded, 0 waiting | t=9: 1 recorded" \
+        in sched.debug_string()
+
+
+def test_hyperband_more_trials_than_a_band(ray_local, tmp_path):
+    # max_t=3, eta=3: a band is bracket s=1 (3 trials, r = 1, 3) and s=0 (2 trials, r = 3).
+    # 7 trials: band 1 = [0.5, 0.2, 0.9] + [0.1, 0.7]; band 2's s=1 bracket gets [0.3, 0.8] and
+    # closes when the grid is exhausted, keeping max(1, floor(2/3)) = 1.
+    sched = HyperbandScheduler(max_t=3, reduction_factor=3)
+    analysis, rec = run(sched, xs=[0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8], steps=3,
+                        storage_path=str(tmp_path))
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert steps_per_trial(rec) == {0.5: 1, 0.2: 1, 0.9: 3, 0.1: 3, 0.7: 3, 0.3: 1, 0.8: 3}
+    assert "4 brackets in 2 bands" in sched.debug_string()   # band 2 opens both brackets
+    assert "bracket 2 (2/3 trials)" in sched.debug_string()

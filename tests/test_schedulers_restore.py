@@ -51,18 +51,20 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api):
 
     second = driver(api, "resume", storage, results)
     try:
-        second.wait(timeout=240)
+        second.wait(timeout=150)
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
-    assert second.returncode == 0, tail(results + ".resume.log")
+    assert second.returncode == 0, (tail(results + ".resume.log"), tail(results + ".start.trace"),
+                                    tail(results + ".resume.trace"))
     after = read(results)[len(before):]
     steps = {}
     for r in before + after:
         steps[r["x"]] = max(steps.get(r["x"], 0), r["step"])
     # Paused trials stayed paused after the restore: the 6 losers never ran past step 1, and
     # only 0.9, 0.8, 0.7 (rung 0's top 3) and then 0.9 (rung 1's top 1) went on.
-    assert steps == EXPECTED_STEPS, (before, after, tail(results + ".resume.log"))
+    assert steps == EXPECTED_STEPS, (before, after, tail(results + ".start.trace"),
+                                      tail(results + ".resume.trace"))
     with open(results + ".final") as f:
         final = f.read()
     # each trial counted once per rung: no loss, no duplicates, no double promotion

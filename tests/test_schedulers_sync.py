@@ -108,3 +108,48 @@ def test_trial_completing_a_rung_is_not_resumed_again_later():
     assert sorted(resume_all(d)) == ["t6", "t7"]
     assert d.report("t8", 3, 1) == P        # first at rung 1: waits
     assert resume_all(d) == []              # nobody may resume it before rung 1 completes
+
+
+def test_restore_from_saved_state_catches_up_and_keeps_paused(tmp_path):
+    from sched_harness import FakeTrial
+    s = SuccessiveHalvingScheduler(metric="m", mode="max", max_t=9)
+    d = Driver(s)
+    d.add("a", "b", "c", "d")
+    d.report("a", 1, 1), d.report("b", 1, 2)
+    s.save(str(tmp_path / "state.pkl"))            # the experiment snapshot: a, b paused
+    # restore into a fresh scheduler; Ray re-adds unfinished trials as PENDING with last results
+    s2 = SuccessiveHalvingScheduler(metric="m", mode="max", max_t=9)
+    s2.restore(str(tmp_path / "state.pkl"))
+    d2 = Driver(s2)
+    last = {"a": 1, "b": 2, "c": 3, "d": None}     # c arrived after the snapshot
+    for tid in "abcd":
+        t = d2.trials[tid] = FakeTrial(tid)
+        t.last_result = {} if last[tid] is None else {"training_iteration": 1, "m": last[tid]}
+        s2.on_trial_add(d2, t)
+    assert [d2.trials[t].status for t in "abcd"] == ["PAUSED"] * 3 + ["PENDING"]
+    assert "t=1: 3 arrived, 1 expected" in s2.debug_string()
+    d2.search_alg.finished = True
+    assert d2.choose().trial_id == "d"              # nothing resumes before d arrives
+    assert d2.report("d", 1, 0) == S                # completes the rung as its worst
+    assert resume_all(d2) == ["c"] and stopped(d2) == ["a", "b"]
+
+
+def test_asha_restore_catches_up(tmp_path):
+    from sched_harness import FakeTrial
+    from tune_ext.schedulers import ASHAScheduler
+    s = ASHAScheduler(metric="m", mode="max", max_t=9, variant="promotion")
+    d = Driver(s)
+    d.add("a", "b", "c")
+    d.report("a", 1, 1)
+    s.save(str(tmp_path / "state.pkl"))
+    s2 = ASHAScheduler(metric="m", mode="max", max_t=9, variant="promotion")
+    s2.restore(str(tmp_path / "state.pkl"))
+    d2 = Driver(s2)
+    for tid, v in [("a", 1), ("b", 5), ("c", None)]:
+        t = d2.trials[tid] = FakeTrial(tid)
+        t.last_result = {} if v is None else {"training_iteration": 1, "m": v}
+        s2.on_trial_add(d2, t)
+    assert [d2.trials[t].status for t in "abc"] == ["PAUSED", "PAUSED", "PENDING"]
+    assert "t=1: 2 recorded, 2 waiting" in s2.debug_string()
+    assert d2.report("c", 1, 0) == P               # 3 results: top 1 is b, waiting
+    assert d2.choose().trial_id == "b"

@@ -99,6 +99,7 @@ class ASHAScheduler(MetricScheduler):
         self._seq = 0
         self._added = 0
         self._promoting: Optional[str] = None
+        self._restoring: Optional[set] = None    # trial ids to re-bind after set_state
         self._num_stopped = self._num_paused = self._num_promoted = 0
 
     # ---- Algorithm 2: bracket assignment (Hyperband brackets run side by side) ----
@@ -111,6 +112,10 @@ class ASHAScheduler(MetricScheduler):
         state = self._trials.get(trial.trial_id)
         if state is not None:      # re-queued after a failure, or restored: keep its rungs
             state.alive = trial.status not in (Trial.TERMINATED, Trial.ERROR)
+            if self._restoring and trial.trial_id in self._restoring:
+                self._restoring.discard(trial.trial_id)
+                if trial.status == Trial.PENDING and not state.waiting:
+                    self._catch_up(trial, state)
             if state.waiting and trial.status == Trial.PENDING:
                 # Restored while paused in a rung: stay paused until promoted. The controller
                 # files the trial under its status only after this hook, so this is safe here.
@@ -118,8 +123,31 @@ class ASHAScheduler(MetricScheduler):
             return
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
             return                 # restored as finished and unknown to us: nothing to schedule
-        self._trials[trial.trial_id] = _TrialState(self._choose_bracket())
+        state = self._trials[trial.trial_id] = _TrialState(self._choose_bracket())
         self._added += 1
+        if self._restoring is not None and trial.status == Trial.PENDING:
+            self._catch_up(trial, state)
+            if state.waiting:
+                trial.set_status(Trial.PAUSED)
+
+    def _catch_up(self, trial: Trial, state: _TrialState) -> None:
+        """Restore: record a rung arrival that the trial's last result has and our saved state
+        lacks (Ray's uploads can leave the two a step apart); the trial then waits there."""
+        if not self._has_keys(trial.last_result):
+            return
+        t, score = self._read(trial.last_result)
+        resources = self._resources[state.bracket]
+        top = highest_rung_reached(resources, t)
+        if state.rung < top < len(resources) - 1:
+            rungs = self._brackets[state.bracket]
+            key = score if self._variant == "stopping" else (score, -self._next_seq())
+            for k in range(state.rung + 1, top + 1):
+                rungs[k].values.add(key)
+            state.rung, state.key = top, key
+            if self._variant == "promotion":
+                heapq.heappush(rungs[top].waiting, (-score, -key[1], trial.trial_id))
+                state.waiting = True
+                rungs[top].num_waiting += 1
 
     # ---- a worker reports: record the result in every rung it reached ----
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
@@ -285,3 +313,4 @@ class ASHAScheduler(MetricScheduler):
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
         self._objects = {}
+        self._restoring = set(self._trials)

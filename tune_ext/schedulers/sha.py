@@ -106,6 +106,8 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._seq = 0
         self._bands = 0
         self._restoring: set[str] = set()
+        self._restored = False
+        self._unsettled: set[int] = set()
 
     def _new_band(self) -> list[_Bracket]:
         """Brackets that open when all earlier ones are full: SHA has one, as large as needed."""
@@ -128,17 +130,21 @@ class SuccessiveHalvingScheduler(MetricScheduler):
             return                 # restored as finished and unknown to us: nothing to schedule
         if state is None:
             b = self._bracket_for_new_trial()
-            self._trials[trial.trial_id] = _TrialState(b)
+            state = self._trials[trial.trial_id] = _TrialState(b)
             self._brackets[b].join(trial.trial_id)
+            if self._restored and trial.status == Trial.PENDING:
+                self._catch_up(trial, state)
             return
         bracket = self._brackets[state.bracket]
         if trial.trial_id in self._restoring:
-            # Experiment restore: the saved state is as old as the trial table, so trust it.
+            # Experiment restore. Ray saves our state with the trial table, but its uploads can
+            # leave the two a step apart: a rung arrival in the trial's last result that our
+            # state lacks is recorded now. A paused trial stays paused (Ray re-adds it PENDING).
             self._restoring.discard(trial.trial_id)
-            if trial.status == Trial.PENDING and state.alive \
-                    and trial.trial_id in bracket.arrived[state.rung] \
-                    and not bracket.done[state.rung]:
-                trial.set_status(Trial.PAUSED)   # waits in its rung; filed after this hook
+            if trial.status == Trial.PENDING and state.alive and not bracket.done[state.rung]:
+                self._catch_up(trial, state)
+                if trial.trial_id in bracket.arrived[state.rung]:
+                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
             return
         # Re-queued after a failure (max_failures): back to the rung it was heading to, if that
         # rung has not completed without it meanwhile.
@@ -149,6 +155,17 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         else:
             bracket.arrived[state.rung].pop(trial.trial_id, None)
             bracket.expected[state.rung].add(trial.trial_id)
+
+    def _catch_up(self, trial: Trial, state: _TrialState) -> None:
+        bracket, tid = self._brackets[state.bracket], trial.trial_id
+        if tid in bracket.arrived[state.rung] or not self._has_keys(trial.last_result):
+            return
+        t, score = self._read(trial.last_result)
+        if bracket.resources[state.rung] <= t < self._max_t:
+            self._seq += 1
+            bracket.arrived[state.rung][tid] = (score, self._seq)
+            bracket.expected[state.rung].discard(tid)
+            self._unsettled.add(state.bracket)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         t, score = self._read(result)
@@ -184,6 +201,9 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         return decisions
 
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        for b in sorted(self._unsettled):
+            self._settle(self._brackets[b])
+        self._unsettled.clear()
         if tune_controller.search_alg.is_finished():
             for bracket in self._brackets:
                 if not bracket.closed:
@@ -207,21 +227,26 @@ class SuccessiveHalvingScheduler(MetricScheduler):
                 return trial
         return None
 
-    def _leave(self, trial_id: str) -> None:
+    def _leave(self, trial_id: str, settle: bool = True) -> None:
         state = self._trials.get(trial_id)
         if state is None or not state.alive:
             return
         state.alive = False
         bracket = self._brackets[state.bracket]
         bracket.expected[state.rung].discard(trial_id)
-        self._settle(bracket)   # the rung may be complete without it
+        if settle:
+            self._settle(bracket)   # the rung may be complete without it
+        else:
+            self._unsettled.add(state.bracket)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict):
         self._leave(trial.trial_id)
         self._objects.pop(trial.trial_id, None)
 
     def on_trial_error(self, tune_controller, trial: Trial):
-        self._leave(trial.trial_id)
+        # Ray calls on_trial_add right after this when the trial is re-queued (max_failures), so
+        # the rung is only settled without it at the next choose_trial_to_run.
+        self._leave(trial.trial_id, settle=False)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
         self._leave(trial.trial_id)
@@ -244,3 +269,4 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self.__dict__.update(state)
         self._objects = {}
         self._restoring = set(self._trials)
+        self._restored = True
