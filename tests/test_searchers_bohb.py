@@ -69,7 +69,7 @@ class Quadratic(tune.Trainable):
         self.t = checkpoint["t"]
 
 
-def run_bohb(tmp_path, scheduler, num_samples=12):
+def run_bohb(tmp_path, scheduler, num_samples=8):
     searcher = BOHBSearch(metric="loss", mode="min", seed=0, random_fraction=0.0)
     analysis = tune.run(Quadratic, config={"x": tune.uniform(-5.0, 5.0)}, search_alg=searcher,
                         scheduler=scheduler, num_samples=num_samples, stop={"training_iteration": 9},
