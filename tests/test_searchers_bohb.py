@@ -69,9 +69,10 @@ class Quadratic(tune.Trainable):
         self.t = checkpoint["t"]
 
 
-def run_bohb(tmp_path, scheduler, num_samples=12):
-    searcher = BOHBSearch(metric="loss", mode="min", seed=0, random_fraction=0.0)
+def run_bohb(tmp_path, scheduler, num_samples=8):
+    searcher = BOHBSearch(seed=0, random_fraction=0.0)  # metric and mode come from tune.run
     analysis = tune.run(Quadratic, config={"x": tune.uniform(-5.0, 5.0)}, search_alg=searcher,
+                        metric="loss", mode="min",
                         scheduler=scheduler, num_samples=num_samples, stop={"training_iteration": 9},
                         storage_path=str(tmp_path), verbose=0, resources_per_trial={"cpu": 1})
     assert all(t.status == "TERMINATED" for t in analysis.trials)
@@ -83,7 +84,7 @@ def run_bohb(tmp_path, scheduler, num_samples=12):
 
 
 def test_bohb_under_rays_hyperband(ray_local, tmp_path):
-    hb = HyperBandScheduler(metric="loss", mode="min", max_t=9, reduction_factor=3)
+    hb = HyperBandScheduler(max_t=9, reduction_factor=3)
     searcher, analysis, reached = run_bohb(tmp_path, hb)
     # Ray's HyperBandScheduler fills its least aggressive bracket first and (with 2 trials live
     # at a time) never fills it, so trials run to max_t: BOHB must cope with what arrives.
@@ -93,7 +94,7 @@ def test_bohb_under_rays_hyperband(ray_local, tmp_path):
 
 
 def test_bohb_under_rays_asha(ray_local, tmp_path):
-    asha = ASHAScheduler(metric="loss", mode="min", max_t=9, grace_period=1, reduction_factor=3)
+    asha = ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3)
     searcher, analysis, reached = run_bohb(tmp_path, asha)
     assert searcher.outcomes["pruned"] == sum(r < 9 for r in reached)
     assert searcher.model_budgets and searcher.model_based_picks > 0
@@ -105,8 +106,7 @@ def test_bohb_with_our_hyperband_scheduler(ray_local, tmp_path):
         from tune_ext.schedulers import HyperbandScheduler
     except ImportError:  # tune_ext/schedulers is written in parallel; skip only while absent
         pytest.skip("tune_ext.schedulers.HyperbandScheduler is not merged yet")
-    hb = HyperbandScheduler("training_iteration", "loss", "min", max_t=9, min_t=1,
-                                       reduction_factor=3)
+    hb = HyperbandScheduler("training_iteration", None, None, max_t=9, min_t=1, reduction_factor=3)
     searcher, analysis, reached = run_bohb(tmp_path, hb, num_samples=13)
     budgets = {b for b, _, _ in searcher.observations}
     assert {1.0, 3.0, 9.0} <= budgets

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from tune_ext.searchers.space import SearchSpace, _plain, flatten
+from tune_ext.searchers.space import SearchSpace, _plain
 
 logger = logging.getLogger(__name__)
 
@@ -218,4 +218,4 @@ def _has_domains(config: Any) -> bool:
     return False
 
 
-__all__ = ["SpaceSearcher", "COMPLETE", "PRUNED", "FAIL", "flatten"]
+__all__ = ["SpaceSearcher", "COMPLETE", "PRUNED", "FAIL"]

@@ -58,8 +58,8 @@ class _OptunaSearch(SpaceSearcher):
             self._trials[trial_id].report(value, step)
 
     def _record(self, trial_id, entry, state, step, value) -> None:
-        if state == PRUNED and value is not None and math.isfinite(value):
-            self._observe(trial_id, entry, step, value)  # the stopping result itself
+        if state != FAIL:
+            self._observe(trial_id, entry, step, value)  # the last result skips on_trial_result
         trial = self._trials.pop(trial_id)
         if state == COMPLETE:
             self._study.tell(trial, value)
