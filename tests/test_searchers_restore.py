@@ -27,7 +27,8 @@ def load(cls, path):
 
 
 def driver(cls, api, storage, address, resume=False):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout first
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     args = [sys.executable, DRIVER, cls.__name__, api, str(storage), "exp", address]
     return subprocess.Popen(args + (["resume"] if resume else []), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
