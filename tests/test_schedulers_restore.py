@@ -61,12 +61,15 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api):
     # Kill the whole driver group once Ray's experiment snapshot in storage (what a restore sees)
     # holds those 5 arrivals. A fresh scheduler would restart them as PENDING and they would
     # run past step 1.
-    while snapshot_arrivals(storage) < 5:
-        assert first.poll() is None, tail(results + ".start.log")
-        assert time.monotonic() < deadline, "driver made no progress"
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    try:
+        while snapshot_arrivals(storage) < 5:
+            assert first.poll() is None, tail(results + ".start.log")
+            assert time.monotonic() < deadline, "driver made no progress"
+            time.sleep(0.05)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
     before = read(results)
     assert sorted(r["x"] for r in before) == [0.1, 0.2, 0.5, 0.7, 0.9]
     assert {r["step"] for r in before} == {1}
