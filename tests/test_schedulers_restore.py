@@ -17,6 +17,9 @@ EXPECTED_STEPS = {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1
 def driver(api, phase, storage, results):
     log = open(results + f".{phase}.log", "w")
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("TUNE_EXT_TEST_HOLD_X", None)
+    if phase == "start":
+        env["TUNE_EXT_TEST_HOLD_X"] = "0.3"   # the 6th trial hangs before its first result
     return subprocess.Popen([sys.executable, os.path.join(HERE, "restore_driver.py"), api, phase,
                              storage, results], env=env, cwd=ROOT, start_new_session=True,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -25,6 +28,21 @@ def driver(api, phase, storage, results):
 def tail(path):
     with open(path) as f:
         return f.read()[-3000:]
+
+
+def snapshot_arrivals(storage):
+    """Trials with a result in the newest experiment snapshot Ray has written to storage."""
+    exp = os.path.join(storage, "killed")
+    states = sorted(f for f in os.listdir(exp) if f.startswith("experiment_state-")) \
+        if os.path.isdir(exp) else []
+    if not states or not any(f.startswith("callback-states-") for f in os.listdir(exp)):
+        return 0
+    try:
+        with open(os.path.join(exp, states[-1])) as f:
+            trials = json.load(f)["trial_data"]
+    except (OSError, ValueError):   # being written
+        return 0
+    return sum("step" in json.loads(meta).get("last_result", {}) for _, meta in trials)
 
 
 def read(results):
@@ -39,15 +57,22 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api):
     storage, results = str(tmp_path / "storage"), str(tmp_path / "results.jsonl")
     first = driver(api, "start", storage, results)
     deadline = time.monotonic() + 240
-    # 5 of 9 trials have arrived at rung 0 and wait there (paused): kill the whole driver group
-    while len(read(results)) < 5:
-        assert first.poll() is None, tail(results + ".start.log")
-        assert time.monotonic() < deadline, "driver made no progress"
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    # The first 5 trials arrive at rung 0 and pause; the 6th (0.3) hangs before reporting.
+    # Kill the whole driver group once Ray's experiment snapshot in storage (what a restore sees)
+    # holds those 5 arrivals. A fresh scheduler would restart them as PENDING and they would
+    # run past step 1.
+    try:
+        while snapshot_arrivals(storage) < 5:
+            assert first.poll() is None, tail(results + ".start.log")
+            assert time.monotonic() < deadline, "driver made no progress"
+            time.sleep(0.05)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
     before = read(results)
-    assert {r["step"] for r in before} == {1}    # killed while rung 0 was incomplete
+    assert sorted(r["x"] for r in before) == [0.1, 0.2, 0.5, 0.7, 0.9]
+    assert {r["step"] for r in before} == {1}
 
     second = driver(api, "resume", storage, results)
     try:
