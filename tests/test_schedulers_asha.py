@@ -200,3 +200,14 @@ def test_adaptive_splits_trials_and_runs_asha_per_bracket():
                               aggressiveness="bold")
     with pytest.raises(ValueError, match="max_trials must be a positive integer"):
         AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=0)
+
+
+def test_set_search_properties_follows_rays_rule():
+    # metric/mode in the constructor and none in tune.run must work (Ray calls with None, None)
+    s = ASHAScheduler(metric="loss", mode="min", max_t=9)
+    assert s.set_search_properties(None, None)
+    assert not s.set_search_properties("acc", None)  # given on both sides: Ray reports the clash
+    assert not s.set_search_properties(None, "max")
+    fresh = ASHAScheduler(max_t=9)
+    assert fresh.set_search_properties("acc", "max")
+    assert (fresh._metric, fresh._mode) == ("acc", "max")

@@ -32,7 +32,8 @@ class MetricScheduler(TrialScheduler):
         self._mode = mode
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
-        if self._metric and self._mode:
+        # Ray's rule: refuse only a value given on both sides (constructor and tune.run)
+        if (self._metric and metric) or (self._mode and mode):
             return False
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
