@@ -89,7 +89,7 @@ def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: B
             callback = RegretCallback(method.name, seed, reference, writer, csv_path)
             t0 = time.monotonic()
             try:
-                tune.run(**method.build(task, seed), metric="val_acc", mode="max",
+                analysis = tune.run(**method.build(task, seed), metric="val_acc", mode="max",
                          resources_per_trial=budget.resources(), time_budget_s=budget.seconds,
                          callbacks=[callback], verbose=1 if verbose else 0, reuse_actors=True,
                          storage_path=os.path.abspath(os.path.join(out_dir, "ray")),
@@ -98,9 +98,12 @@ def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: B
                 callback.close()
                 writer.close()
             done += 1
+            errored = [t for t in analysis.trials if t.status == "ERROR"]
             log(f"[{done}/{len(runs)}] {method.name:<14} seed {seed}  regret {callback.tracker.regret:.4f}  "
                 f"trials {len(callback.trials):>4}  results {callback.n_results:>5}  "
-                f"({time.monotonic() - t0:.0f}s)")
+                f"errored {len(errored)}  ({time.monotonic() - t0:.0f}s)")
+            for trial in errored[:1]:  # failures are shown, never hidden behind a regret number
+                log(f"    first error ({trial.trial_id}): {str(trial.error_file or '')}")
     finally:
         ray.shutdown()
     curves = load_curves(csv_path)
