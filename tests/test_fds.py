@@ -77,3 +77,18 @@ def test_diverged_run_reports_and_skips_its_nonfinite_hypergradient():
     first, second = run_direct(cfg, 2)
     assert first["hypergrad_nonfinite"] >= 1 and first["skipped_updates"] == 1
     assert second["lr_0"] == first["lr_0"] == 2.0 ** 100  # the update was not applied
+
+
+@pytest.mark.parametrize("method", ["fds", "oho"])
+def test_reset_config_reuses_the_actor_like_a_fresh_trainable(method):
+    # the harness runs with reuse_actors=True: a reused actor must behave as a new one
+    cfg = {**FDS, "method": method, "n_lr_windows": 1, "lr_init": 0.05, "batch_size": 256,
+           "inner_epochs": 1 if method == "fds" else 2, "lr_step": 0.01}
+    other = {**cfg, "seed": 3, "lr_init": 0.1}
+    t = FDSTrainable(config=cfg)
+    t.train()
+    assert t.reset_config(other)
+    reused = [t.train() for _ in range(2)]
+    t.stop()
+    fresh = run_direct(other, 2)
+    assert [{k: r[k] for k in KEYS} for r in reused] == [{k: r[k] for k in KEYS} for r in fresh]

@@ -1,8 +1,8 @@
 import pytest
 from ray import tune
-from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from pause_helpers import PauseOnce, run_one_trial
 from trainables import SupervisedTrainable
 from tune_ext.hypergrad.schedule import window_index
 
@@ -80,43 +80,11 @@ def test_tune_run_under_rays_asha(ray_local, tmp_path):
     assert 0.0 <= analysis.best_result["test_acc"] <= 1.0 and analysis.best_result["val_acc"] > 0.5
 
 
-class PauseOnce(FIFOScheduler):
-    """Pauses each trial once, at iteration 2: Ray checkpoints it, stops its actor, restores it."""
-
-    def __init__(self):
-        super().__init__()
-        self.paused = set()
-
-    def on_trial_result(self, tune_controller, trial, result):
-        if result["training_iteration"] == 2 and trial.trial_id not in self.paused:
-            self.paused.add(trial.trial_id)
-            return TrialScheduler.PAUSE
-        return TrialScheduler.CONTINUE
-
-
-class Record(Callback):
-    def __init__(self):
-        self.results = []
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.results.append(result)
-
-
-def run_under_ray(scheduler, tmp_path):
-    record = Record()
-    analysis = tune.run(SupervisedTrainable, config=BASE, scheduler=scheduler, reuse_actors=False,
-                        resources_per_trial={"cpu": 1}, storage_path=str(tmp_path), verbose=0,
-                        callbacks=[record])
-    (trial,) = analysis.trials
-    assert trial.status == "TERMINATED"
-    return trial, record.results
-
-
 def test_pause_resume_under_ray_matches_an_uninterrupted_run(ray_local, tmp_path):
     # both runs inside Ray workers, so thread counts (and float summation order) are the same
-    _, straight = run_under_ray(FIFOScheduler(), tmp_path / "straight")
+    _, straight = run_one_trial(SupervisedTrainable, BASE, FIFOScheduler(), tmp_path / "straight")
     scheduler = PauseOnce()
-    trial, paused = run_under_ray(scheduler, tmp_path / "paused")
+    trial, paused = run_one_trial(SupervisedTrainable, BASE, scheduler, tmp_path / "paused")
     assert scheduler.paused == {trial.trial_id}
     # the resumed actor came from the checkpoint: it goes on at iteration 3, not 1 again
     assert [r["training_iteration"] for r in paused] == [1, 2, 3, 4]

@@ -197,6 +197,11 @@ class FDSTrainable(tune.Trainable):
         return {**_flat(self.online.hparams), "epoch": self.done_steps + 1, "outer_updates": updates,
                 "hypergrad_nonfinite": nonfinite}
 
+    def reset_config(self, new_config):
+        # lets Ray reuse this actor for the next trial (reuse_actors=True): no process start-up
+        self.setup(new_config)
+        return True
+
     def save_checkpoint(self, checkpoint_dir):
         state = {"hparams": self.hparams, "outer": self.outer.state_dict(), "done": self.done_steps,
                  "shuffle": self.shuffle.get_state(), "val_shuffle": self.val_shuffle.get_state(),
