@@ -18,7 +18,7 @@ def main():
         summary = json.load(f)
     png = args.png or os.path.join(args.out, "regret.png")
     plot_curves(load_curves(os.path.join(args.out, "regret.csv")), png, summary["reference_test_acc"],
-                summary["budget_s"], summary["target_regret"], title=f"{summary['task']}: regret")
+                summary["budget_s"], summary["target_regret"], title=f"{summary['task']}: regret, median and IQR over seeds")
     print(f"wrote {png}")
 
 
