@@ -4,7 +4,7 @@ Each method runs once per seed with the same wall-clock budget, concurrent trial
 resources; regret curves go to TensorBoard (regret/<method>), regret.csv and regret.png, and
 summary.json holds final regret and time to target regret per method.
 
-    python scripts/benchmark.py                 # digits, all methods, 3 seeds (~15 min on 2 cores)
+    python scripts/benchmark.py                 # digits, all methods, 3 seeds (~12 min on 2 cores)
     python scripts/benchmark.py --quick         # a few methods, 1 seed (~2 min)
     python scripts/benchmark.py --address auto  # on a running Ray cluster
 """
