@@ -6,10 +6,9 @@ import os
 from dataclasses import dataclass
 
 import torch
-from ray import tune
 
 from trainables.config import TaskConfig, non_negative, positive_int
-from trainables.task import evaluate, load_task, trial_device
+from trainables.task import ReusableTrainable, epoch_batches, evaluate, load_task, trial_device
 from tune_ext.hypergrad.engine import forward_run
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import MOMENTUM_MAX, OPTIMIZERS, make_outer
@@ -91,7 +90,7 @@ class IndexedBatches:
         return self.x[idx], self.y[idx]
 
 
-class FDSTrainable(tune.Trainable):
+class FDSTrainable(ReusableTrainable):
     """Learns its SGD schedule from exact hypergradients: FDS, OHO or HD as a Ray Tune trainable.
 
     FDS is Micaelli & Storkey, "Gradient-based Hyperparameter Optimization Over Long Horizons"
@@ -149,9 +148,7 @@ class FDSTrainable(tune.Trainable):
         self.hypergrads = None
 
     def _epoch_batches(self):
-        n, bs = len(self.data.y_train), self.task.batch_size
-        order = torch.randperm(n, generator=self.shuffle).to(self.device)
-        return [order[i:i + bs] for i in range(0, n, bs)]
+        return epoch_batches(len(self.data.y_train), self.task.batch_size, self.shuffle, self.device)
 
     def step(self):
         result = self._fds_step() if self.online is None else self._online_step()
@@ -196,11 +193,6 @@ class FDSTrainable(tune.Trainable):
         self.online.load_into(self.eval_model)
         return {**_flat(self.online.hparams), "epoch": self.done_steps + 1, "outer_updates": updates,
                 "hypergrad_nonfinite": nonfinite}
-
-    def reset_config(self, new_config):
-        # lets Ray reuse this actor for the next trial (reuse_actors=True): no process start-up
-        self.setup(new_config)
-        return True
 
     def save_checkpoint(self, checkpoint_dir):
         state = {"hparams": self.hparams, "outer": self.outer.state_dict(), "done": self.done_steps,

@@ -5,14 +5,13 @@ import math
 import os
 
 import torch
-from ray import tune
 
 from trainables.config import SGDSchedule, TaskConfig, positive_int
-from trainables.task import evaluate, load_task, trial_device
+from trainables.task import ReusableTrainable, epoch_batches, evaluate, load_task, trial_device
 from tune_ext.hypergrad.schedule import window_index
 
 
-class SupervisedTrainable(tune.Trainable):
+class SupervisedTrainable(ReusableTrainable):
     """Trains a model with ``torch.optim.SGD`` under a configured schedule; one ``step()`` = one epoch.
 
     Config (defaults in brackets): ``dataset`` ["digits"], ``model`` ["mlp"], ``batch_size`` [64],
@@ -54,14 +53,12 @@ class SupervisedTrainable(tune.Trainable):
         bs = self.task.batch_size
         per_epoch = math.ceil(len(y) / bs)
         total = self.epochs * per_epoch
-        order = torch.randperm(len(y), generator=self.shuffle).to(self.device)
         self.model.train()
         loss_sum = 0.0
-        for b in range(per_epoch):
+        for b, idx in enumerate(epoch_batches(len(y), bs, self.shuffle, self.device)):
             lr = self.schedule.lrs[window_index(self.epoch * per_epoch + b, total, len(self.schedule.lrs))]
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            idx = order[b * bs:(b + 1) * bs]
             loss = torch.nn.functional.cross_entropy(self.model(x[idx]), y[idx])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -72,11 +69,6 @@ class SupervisedTrainable(tune.Trainable):
         _, test_acc = evaluate(self.model, self.data.x_test, self.data.y_test)
         return {"train_loss": loss_sum / len(y), "val_loss": val_loss, "val_acc": val_acc,
                 "test_acc": test_acc, "epoch": self.epoch, "done": self.epoch >= self.epochs}
-
-    def reset_config(self, new_config):
-        # lets Ray reuse this actor for the next trial (reuse_actors=True): no process start-up
-        self.setup(new_config)
-        return True
 
     def save_checkpoint(self, checkpoint_dir):
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from ray import tune
 from torch import nn
 
 from trainables.config import TaskConfig
@@ -23,6 +24,24 @@ def load_task(task: TaskConfig, device: torch.device) -> tuple[Splits, nn.Module
         torch.manual_seed(task.seed)
         model = build_model(task.model, data.input_shape, data.num_classes, **dict(task.model_kwargs))
     return data, model.to(device)
+
+
+class ReusableTrainable(tune.Trainable):
+    """A class Trainable whose actor Ray may reuse for the next trial (``reuse_actors=True``).
+
+    ``setup`` builds all of a trial's state, so resetting is running it again: the data is cached
+    (``load_task``), so a reused actor skips the process start-up and the data load.
+    """
+
+    def reset_config(self, new_config):
+        self.setup(new_config)
+        return True
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+    """One epoch's minibatches as index tensors: a permutation drawn from ``generator``, in order."""
+    order = torch.randperm(n, generator=generator).to(device)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 @functools.lru_cache(maxsize=4)
