@@ -1,14 +1,15 @@
 """Cost of exact forward-mode hypergradients: time per inner step and peak memory in the horizon.
 
 Part 1 times one training step carrying tangents for K = 1, 3, 7, 15 hyperparameter entries
-(K learning-rate windows), looped over entries and batched with vmap, relative to a plain
-``torch.optim.SGD`` step on the same model and batch (Ray Tune has no hypergradient code to compare
-with; the plain step is the baseline every trainable pays anyway).
+(K learning-rate windows), looped over entries and batched with vmap, eager and through
+``torch.compile`` (its one-off compilation is the "first call" column, not in the per-step time),
+relative to a plain ``torch.optim.SGD`` step on the same model and batch (Ray Tune has no
+hypergradient code to compare with; the plain step is the baseline every trainable pays anyway).
 Part 2 measures peak resident memory of a whole differentiated run at horizons of 100, 1,000 and
-10,000 steps, forward against reverse mode, each in a fresh subprocess (``ru_maxrss`` after the run
-minus ``ru_maxrss`` after setup and a 10-step warm-up). Reverse mode keeps the whole unrolled run
-in memory (about 0.28 MiB per step here, 2.7 GiB at 10,000 steps); ``--reverse-max`` caps it on a
-smaller machine.
+10,000 steps, forward (eager and compiled) against reverse mode, each in a fresh subprocess
+(``ru_maxrss`` after the run minus ``ru_maxrss`` after setup and a 10-step warm-up). Reverse mode
+keeps the whole unrolled run in memory (about 0.28 MiB per step here, 2.7 GiB at 10,000 steps);
+``--reverse-max`` caps it on a smaller machine.
 
     PYTHONPATH=. python scripts/bench_hypergrad.py            # both parts, a few minutes on a CPU
     PYTHONPATH=. python scripts/bench_hypergrad.py --quick    # smaller, for a smoke test
@@ -16,6 +17,7 @@ smaller machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -70,7 +72,7 @@ def best_time(fn, reps, repeats=5):
     return best
 
 
-def time_steps(entries, reps):
+def time_steps(entries, reps, compiled):
     from tune_ext.hypergrad.engine import Trainer, as_hparams, entry_basis
 
     model, batches, _ = setup()
@@ -90,24 +92,37 @@ def time_steps(entries, reps):
     with torch.no_grad():
         hp = as_hparams({"lr": torch.full((1,), 0.01), **hp0}, w["1.weight"])
         t_func = best_time(lambda: trainer.step(w, v, buffers, {n: h[0] for n, h in hp.items()}, batch), reps)
-    rows = [("plain torch.optim.SGD step", 0, t_plain), ("functional step, no tangents", 0, t_func)]
+    rows = [("plain torch.optim.SGD step", 0, t_plain, None),
+            ("functional step, no tangents", 0, t_func, None)]
+    if compiled:  # what compilation alone buys a step that carries no tangents
+        step_c = torch.compile(lambda: trainer.step(w, v, buffers, {n: h[0] for n, h in hp.items()}, batch),
+                               fullgraph=True, dynamic=False)
+        with torch.no_grad(), trainer.f.training():
+            first = time.perf_counter()
+            step_c()
+            first = time.perf_counter() - first
+            rows.append(("functional step, no tangents, compiled", 0, best_time(step_c, reps), first))
+    variants = [(False, False), (True, False)] + ([(False, True), (True, True)] if compiled else [])
     for k in entries:
         # k entries: k learning-rate windows (momentum and weight decay are fixed values here)
         hp = as_hparams({"lr": torch.full((k,), 0.01)}, w["1.weight"])
         fixed = {"momentum": torch.tensor(0.9), "weight_decay": torch.tensor(1e-4)}
-        trainer.update = _with_fixed(fixed)
         basis = entry_basis(hp)
         tw = {n: x.new_zeros((k, *x.shape)) for n, x in w.items()}
-        for batched in (False, True):
-            trainer.batched = batched
+        for batched, compile in variants:
+            trainer = Trainer(model, torch.nn.functional.cross_entropy, _with_fixed(fixed), batched, compile)
             state = {"t": 0}
 
             def step():
                 state["t"] = (state["t"] + 1) % k
                 trainer.tangent_step(w, v, buffers, hp, state["t"], k, batch, tw, tw, basis)
 
+            name = ("vmap-batched" if batched else "looped") + (", compiled" if compile else "")
             with torch.no_grad():
-                rows.append(("vmap-batched" if batched else "looped", k, best_time(step, max(2, reps // k))))
+                first = time.perf_counter()
+                step()  # compiles when compiled
+                first = time.perf_counter() - first
+                rows.append((name, k, best_time(step, max(2, reps // k)), first if compile else None))
     return rows, t_plain
 
 
@@ -123,7 +138,10 @@ def memory_child(mode, steps):
 
     model, batches, val = setup()
     hp = {"lr": torch.full((1,), 0.05), "momentum": torch.tensor([0.9]), "weight_decay": torch.tensor([1e-4])}
-    run = forward_run if mode == "forward" else reverse_run
+    if mode == "reverse":
+        run = reverse_run
+    else:
+        run = functools.partial(forward_run, compile=mode == "forward, compiled")
     run(model, torch.nn.functional.cross_entropy, batches(10), val, hp)  # warm-up: caches, allocator
     train = batches(steps)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -151,6 +169,7 @@ def main():
     p.add_argument("--hidden", type=int, nargs="+", default=HIDDEN, help="MLP hidden widths")
     p.add_argument("--batch", type=int, default=BATCH[0], help="minibatch size")
     p.add_argument("--skip-memory", action="store_true", help="time steps only")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     HIDDEN[:] = args.hidden
@@ -164,19 +183,21 @@ def main():
     widths = "-".join(map(str, [64, *HIDDEN, 10]))
     print(f"model: MLP {widths} on digits, batch {BATCH[0]}, float32, {args.threads} torch thread(s), "
           f"torch {torch.__version__}\n")
-    rows, t_plain = time_steps(entries, reps=10 if args.quick else 40)
-    print("| step | entries K | ms / step | x plain step | x plain per entry |")
-    print("|---|---:|---:|---:|---:|")
-    for name, k, t in rows:
+    rows, t_plain = time_steps(entries, reps=10 if args.quick else 40, compiled=not args.no_compile)
+    print("| step | entries K | ms / step | x plain step | x plain per entry | first call (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, k, t, first in rows:
         per = f"{t / t_plain / k:.2f}" if k else "-"
-        print(f"| {name} | {k or '-'} | {1e3 * t:.3f} | {t / t_plain:.2f} | {per} |")
+        print(f"| {name} | {k or '-'} | {1e3 * t:.3f} | {t / t_plain:.2f} | {per} | "
+              f"{'-' if first is None else f'{first:.1f}'} |")
     if args.skip_memory:
         return
 
     print("\n| mode | horizon (steps) | peak RSS (MiB) | growth over warm-up (MiB) | run time (s) |")
     print("|---|---:|---:|---:|---:|")
     results = {}
-    for mode in ("forward", "reverse"):
+    modes = ("forward", "reverse") if args.no_compile else ("forward", "forward, compiled", "reverse")
+    for mode in modes:
         for steps in horizons:
             if mode == "reverse" and steps > args.reverse_max:
                 print(f"| {mode} | {steps} | not run (capped at --reverse-max {args.reverse_max}) | | |")
@@ -184,9 +205,10 @@ def main():
             r = measure_memory(mode, steps, args.threads)
             results[(mode, steps)] = r
             print(f"| {mode} | {steps} | {r['peak_mib']:.1f} | {r['delta_mib']:.1f} | {r['seconds']:.1f} |")
-    fwd = [results[("forward", s)]["peak_mib"] for s in horizons]
-    print(f"\nforward-mode peak RSS, longest vs shortest horizon: {100 * (fwd[-1] / fwd[0] - 1):+.1f}% "
-          f"(target: within 5%)")
+    for mode in modes[:-1]:
+        fwd = [results[(mode, s)]["peak_mib"] for s in horizons]
+        print(f"\n{mode} peak RSS, longest vs shortest horizon: {100 * (fwd[-1] / fwd[0] - 1):+.1f}% "
+              f"(target: within 5%)")
 
 
 if __name__ == "__main__":

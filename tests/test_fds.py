@@ -35,6 +35,19 @@ def test_fds_learns_a_learning_rate_schedule_from_zero_on_digits():
     assert last["inner_steps"] == 11 and last["skipped_updates"] == 0
 
 
+@pytest.mark.parametrize("method", ["fds", "oho"])
+def test_compiled_trainable_follows_the_eager_one(method):
+    cfg = {**FDS, "method": method, "n_lr_windows": 1, "lr_init": 0.05, "momentum_step": 0.05,
+           "lr_step": 0.1 if method == "fds" else 0.01, "outer_steps": 2, "inner_epochs": 2,
+           "hyper_every": 3}
+    eager, compiled = run_direct(cfg, 2), run_direct({**cfg, "compile": True}, 2)
+    for e, c in zip(eager, compiled):  # float32: the fused kernels round differently
+        assert c["lr_0"] == pytest.approx(e["lr_0"], rel=1e-4)
+        assert c["momentum_0"] == pytest.approx(e["momentum_0"], rel=1e-4, abs=1e-6)
+        assert c["val_loss"] == pytest.approx(e["val_loss"], rel=1e-3)
+    assert compiled[-1]["momentum_0"] > 0 and compiled[-1]["lr_0"] != cfg["lr_init"]
+
+
 def test_inner_epochs_per_outer_step():
     results = run_direct({**FDS, "inner_epochs": [1, 2], "outer_steps": 3, "lr_init": 0.1,
                           "n_lr_windows": 1}, 3)
@@ -66,6 +79,7 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"hyper_every": 0}, "hyper_every"),
     ({"lr_step": 0.0}, "lr_step.*all 0"),
     ({"dataset": "imagenet"}, "dataset"),
+    ({"compile": "yes"}, "compile.*True or False"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises(ValueError, match=match):

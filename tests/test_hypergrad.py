@@ -126,6 +126,21 @@ def test_batchnorm_running_statistics_follow_torch_and_are_not_differentiated():
     assert_close(run.hypergrads, fd, rtol=0.1)
 
 
+def test_compiled_step_gives_the_same_hypergradients():
+    # torch.compile of the same differentiated step: BatchNorm, a short last batch (a second
+    # static shape) and several windows, against reverse mode and the eager forward run
+    from tune_ext.hypergrad import forward_run
+
+    model, (batches, val) = tanh_mlp(norm=True), data(steps=7)
+    batches[-1] = (batches[-1][0][:5], batches[-1][1][:5])
+    compiled = forward_run(model, CE, batches, val, HP, compile=True)
+    eager = forward_run(model, CE, batches, val, HP)
+    assert_close(compiled.hypergrads, hypergradient(model, CE, batches, val, HP, mode="reverse"))
+    assert_close(compiled.hypergrads, eager.hypergrads, rtol=1e-12)
+    assert all(torch.allclose(compiled.weights[k], eager.weights[k], rtol=1e-12) for k in eager.weights)
+    assert torch.allclose(compiled.buffers["1.running_mean"], eager.buffers["1.running_mean"], rtol=1e-12)
+
+
 def test_float32_agrees_with_float64():
     (b64, v64) = data()
     b32 = [(x.float(), y) for x, y in b64]

@@ -77,34 +77,69 @@ class Trainer:
 
     model, loss_fn: as in ``hypergradient``. update: a pure update rule (``updates.py``).
     batched: carry all tangents through one ``vmap``-ed ``jvp`` (fast) or loop over entries.
+    compile: run the differentiated step through ``torch.compile(fullgraph=True)``: the same
+        function, fused into a few kernels. It costs a one-off compilation (seconds, again for a
+        new batch shape) and then removes most of the per-operation overhead that dominates small
+        models; it needs what TorchInductor needs (a C++ compiler on CPU, Triton on GPU) and
+        raises, rather than falling back, when that is missing.
     """
 
-    def __init__(self, model, loss_fn, update: Update = sgd_momentum, batched: bool = True):
+    def __init__(self, model, loss_fn, update: Update = sgd_momentum, batched: bool = True,
+                 compile: bool = False):
         self.f = FunctionalModel(model, loss_fn)
-        self.update, self.batched = update, batched
+        self.update, self.batched, self.compile = update, batched, compile
+        self._compiled: dict = {}
 
     def step(self, weights, velocity, buffers, hp, batch):
-        grads = grad(self.f.train_loss)(weights, buffers, batch)
-        return self.update(weights, velocity, grads, hp)
+        """One training step: ``update(weights, velocity, grad of the training loss, hp)``."""
+        with self.f.training():
+            return self._pure_step(weights, velocity, buffers, hp, batch)
 
     def tangent_step(self, weights, velocity, buffers, hparams, t, total, batch, tw, tv, basis):
-        """(w, v) after step t and their tangents; ``tw``/``tv``/``basis`` carry a leading entry dim."""
-        def fn(w, v, theta):
-            return self.step(w, v, buffers, step_values(theta, t, total), batch)
+        """(w, v) after step t and their tangents; ``tw``/``tv``/``basis`` carry a leading entry dim.
 
-        def one(tw_j, tv_j, e_j):
-            return jvp(fn, (weights, velocity, hparams), (tw_j, tv_j, e_j))
-
-        if self.batched:
-            # primals are shared (not batched), so the step itself runs once for all entries
-            (w, v), (tw, tv) = vmap(one, randomness="same")(tw, tv, basis)
-            # vmap returns the unbatched primal with a broadcast entry dim; keep one copy
-            return {k: x[0] for k, x in w.items()}, {k: x[0] for k, x in v.items()}, tw, tv
-        outs = [one({k: x[j] for k, x in tw.items()}, {k: x[j] for k, x in tv.items()},
-                    {n: e[j] for n, e in basis.items()}) for j in range(next(iter(basis.values())).shape[0])]
+        Step t reads one window of each schedule, so its tangent is the jvp of the step with
+        respect to this step's values ``h[i]``, seeded with the matching column of the basis:
+        entries of other windows get a zero seed and only carry their earlier influence.
+        """
+        hp = step_values(hparams, t, total)
+        seeds = {n: e[(slice(None), window_index(t, total, e.shape[1]))] for n, e in basis.items()}
+        fn = self._differentiated("batched" if self.batched else "one")
+        with self.f.training():
+            if self.batched:
+                (w, v), (tw, tv) = fn(weights, velocity, buffers, hp, batch, tw, tv, seeds)
+                # vmap returns the shared primal with a broadcast entry dim; keep one copy
+                return {k: x[0] for k, x in w.items()}, {k: x[0] for k, x in v.items()}, tw, tv
+            outs = [fn(weights, velocity, buffers, hp, batch, {k: x[j] for k, x in tw.items()},
+                       {k: x[j] for k, x in tv.items()}, {n: e[j] for n, e in seeds.items()})
+                    for j in range(next(iter(seeds.values())).shape[0])]
         (w, v), _ = outs[0]
         stack = lambda i, key: {k: torch.stack([o[1][i][k] for o in outs]) for k in key}
         return w, v, stack(0, w), stack(1, v)
+
+    def _differentiated(self, kind: str):
+        fn = self._tangent_batched if kind == "batched" else self._tangent_one
+        if not self.compile:
+            return fn
+        if kind not in self._compiled:
+            # static shapes: one compilation per batch shape (a short last batch adds one)
+            self._compiled[kind] = torch.compile(fn, fullgraph=True, dynamic=False)
+        return self._compiled[kind]
+
+    def _pure_step(self, weights, velocity, buffers, hp, batch):
+        # the loss without mode switches (tangent_step sets them around the call), so the
+        # function stays traceable as one graph
+        grads = grad(self.f.train_loss_as_set)(weights, buffers, batch)
+        return self.update(weights, velocity, grads, hp)
+
+    def _tangent_one(self, weights, velocity, buffers, hp, batch, tw, tv, seed):
+        fn = lambda w, v, h: self._pure_step(w, v, buffers, h, batch)
+        return jvp(fn, (weights, velocity, hp), (tw, tv, seed))
+
+    def _tangent_batched(self, weights, velocity, buffers, hp, batch, tw, tv, seeds):
+        # primals are shared (not batched), so the step itself runs once for all entries
+        one = lambda a, b, e: self._tangent_one(weights, velocity, buffers, hp, batch, a, b, e)
+        return vmap(one, randomness="same")(tw, tv, seeds)
 
     def hypergrad_from(self, weights, buffers, tw, batch, objective: str = "val"):
         """d loss(batch)/d entries = <grad of the loss at ``weights``, each weight tangent>: (K,).
@@ -129,12 +164,13 @@ class InnerRun:
 
 
 def forward_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
-                update: Update = sgd_momentum, batched: bool = True) -> InnerRun:
+                update: Update = sgd_momentum, batched: bool = True, compile: bool = False) -> InnerRun:
     """Train from ``model``'s parameters with zero velocity, carrying forward-mode tangents.
 
-    Memory is O(parameters x entries), whatever ``len(train_batches)``.
+    Memory is O(parameters x entries), whatever ``len(train_batches)``. batched, compile: see
+    ``Trainer``.
     """
-    trainer = Trainer(model, loss_fn, update, batched)
+    trainer = Trainer(model, loss_fn, update, batched, compile)
     w, buffers = trainer.f.weights(), trainer.f.buffers()
     hparams = as_hparams(hparams, next(iter(w.values())))
     total = _check_batches(train_batches)
@@ -173,7 +209,7 @@ def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dic
 
 def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict,
                   mode: str = "forward", *, update: Update = sgd_momentum,
-                  batched: bool = True) -> dict[str, torch.Tensor]:
+                  batched: bool = True, compile: bool = False) -> dict[str, torch.Tensor]:
     """d(validation loss after training)/d(hyperparameter), as ``{name: tensor}``.
 
     model: starting point of training (its parameters and buffers are not modified).
@@ -183,12 +219,13 @@ def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: d
         uses entry ``floor(n * t / T)``. With a custom ``update`` any names and shapes it reads.
     mode: ``"forward"`` (memory flat in T) or ``"reverse"`` (reference, short horizons).
     batched: forward mode only; vmap over entries (True) or a loop (False).
+    compile: forward mode only; ``torch.compile`` the differentiated step (see ``Trainer``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if mode == "forward":
         return forward_run(model, loss_fn, train_batches, val_batch, hparams, update=update,
-                           batched=batched).hypergrads
+                           batched=batched, compile=compile).hypergrads
     return reverse_run(model, loss_fn, train_batches, val_batch, hparams, update=update).hypergrads
 
 

@@ -35,9 +35,19 @@ class FunctionalModel:
 
     def train_loss(self, weights, buffers, batch):
         """Loss in training mode with batch statistics; touches no buffer (safe under torch.func)."""
+        with self.training():
+            return self.train_loss_as_set(weights, buffers, batch)
+
+    def train_loss_as_set(self, weights, buffers, batch):
+        """``train_loss`` inside ``training()``: no mode switch, so ``torch.compile`` sees one graph."""
         x, y = batch
+        return self.loss_fn(functional_call(self.model, (weights, buffers), (x,)), y)
+
+    @contextlib.contextmanager
+    def training(self):
+        """Training mode with batch statistics only, restored on exit."""
         with self._mode(True), self._batch_statistics_only():
-            return self.loss_fn(functional_call(self.model, (weights, buffers), (x,)), y)
+            yield
 
     def val_loss(self, weights, buffers, batch):
         """Loss in evaluation mode: BatchNorm uses the running statistics in ``buffers``."""

@@ -41,15 +41,17 @@ class OnlineHypergrad:
     loss_fn: ``loss_fn(output, target)``. hparams: ``{name: tensor of shape (1, ...)}``.
     outer: an ``OuterOptimizer`` (its step sizes say which hyperparameters are learned).
     method: ``"oho"`` (carried influence, validation batch every ``every`` steps) or ``"hd"``.
+    batched, compile: how the differentiated step runs (see ``engine.Trainer``).
     """
 
     def __init__(self, model, loss_fn, hparams: dict, outer: OuterOptimizer, *, method: str = "oho",
-                 every: int = 10, update: Update = sgd_momentum, batched: bool = True):
+                 every: int = 10, update: Update = sgd_momentum, batched: bool = True,
+                 compile: bool = False):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
         if int(every) != every or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
-        self.trainer = Trainer(model, loss_fn, update, batched)
+        self.trainer = Trainer(model, loss_fn, update, batched, compile)
         self.method, self.every, self.outer = method, int(every), outer
         self.weights, self.buffers = self.trainer.f.weights(), self.trainer.f.buffers()
         self.hparams = as_hparams(hparams, next(iter(self.weights.values())))
