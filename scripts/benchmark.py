@@ -36,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--concurrency", type=int, default=2, help="concurrent trials per method")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="fraction of a GPU each trial requests (gradient and black-box alike)")
+    p.add_argument("--compile", action="store_true",
+                   help="gradient methods torch.compile their differentiated step (a one-off "
+                        "compilation per trial process, inside the budget; worth it for long budgets)")
     p.add_argument("--address", default=None, help="Ray cluster to join ('auto' for a running one)")
     p.add_argument("--out", default="results/benchmark", help="output folder")
     p.add_argument("--quick", action="store_true", help="a few methods, 1 seed, short budget")
@@ -58,7 +61,8 @@ def main(argv=None):
           f"{budget.seconds:g}s each, {budget.concurrency} concurrent trials of {budget.resources()}",
           flush=True)
     summary = run_benchmark(task, methods, seeds, budget, args.out, address=args.address,
-                            verbose=args.verbose, log=lambda s: print(s, flush=True))
+                            verbose=args.verbose, log=lambda s: print(s, flush=True),
+                            compile_gradient=args.compile)
     print(format_table(summary))
     print(f"wrote {args.out}/summary.json, regret.csv, regret.png and tensorboard/ "
           f"(tensorboard --logdir {args.out}/tensorboard)")

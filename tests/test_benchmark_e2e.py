@@ -75,6 +75,7 @@ def test_summary_and_png(quick):
     assert {"task", "reference_test_acc", "target_regret", "budget_s", "methods"} <= set(summary)
     assert summary["task"] == "digits" and summary["budget_s"] == 25
     assert summary["resources_per_trial"] == {"cpu": 1.0} and summary["concurrency"] == 2
+    assert summary["compile_gradient"] is False
     assert set(summary["methods"]) == set(QUICK_METHODS)
     for m in summary["methods"].values():
         assert {"final_regret", "time_to_target_s", "seeds"} <= set(m)

@@ -86,6 +86,22 @@ def test_registry_and_tasks_validate_names():
     assert {"lr_0", "lr_1", "lr_2", "momentum", "weight_decay", "epochs"} <= set(space)
 
 
+def test_compile_flag_reaches_only_the_gradient_trainables():
+    from trainables import FDSTrainable, SupervisedTrainable
+    from tune_ext.benchmark.runner import method_kwargs
+
+    task = get_task("digits")
+    for name in ("fds", "oho", "hd"):
+        on = method_kwargs(METHODS[name], task, 0, compile_gradient=True)
+        off = method_kwargs(METHODS[name], task, 0)
+        assert on["run_or_experiment"] is FDSTrainable and on["config"]["compile"] is True
+        assert "compile" not in off["config"] and off["config"]["method"] == name
+        assert {k: v for k, v in on["config"].items() if k not in ("compile", "seed")} == \
+            {k: v for k, v in off["config"].items() if k != "seed"}
+    black = method_kwargs(METHODS["asha"], task, 0, compile_gradient=True)
+    assert black["run_or_experiment"] is SupervisedTrainable and "compile" not in black["config"]
+
+
 def test_reference_is_stored_and_missing_ones_say_how_to_make_them():
     ref = load_reference(get_task("digits"))
     assert ref["task"] == "digits" and 0.9 < ref["reference_test_acc"] <= 1.0

@@ -68,9 +68,25 @@ def start_ray(budget: Budget, address: str | None, verbose: bool) -> None:
     ray.init(address="local", include_dashboard=False, **kwargs)
 
 
+def method_kwargs(method: Method, task: Task, seed: int, compile_gradient: bool = False) -> dict:
+    """``method``'s ``tune.run`` arguments for ``task`` and ``seed``.
+
+    compile_gradient: gradient methods ``torch.compile`` their differentiated step (FDSTrainable's
+    ``compile``); the compilation counts against the budget like everything else a trial does.
+    """
+    kwargs = method.build(task, seed)
+    if compile_gradient and method.kind == "gradient":
+        kwargs["config"] = {**kwargs["config"], "compile": True}
+    return kwargs
+
+
 def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: Budget, out_dir: str,
-                  address: str | None = None, verbose: bool = False, log=print) -> dict:
-    """Runs every method for every seed, then writes regret.csv, regret.png and summary.json."""
+                  address: str | None = None, verbose: bool = False, log=print,
+                  compile_gradient: bool = False) -> dict:
+    """Runs every method for every seed, then writes regret.csv, regret.png and summary.json.
+
+    compile_gradient: see ``method_kwargs``.
+    """
     import ray
     from ray import tune
     from tensorboardX import SummaryWriter
@@ -89,7 +105,8 @@ def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: B
             callback = RegretCallback(method.name, seed, reference, writer, csv_path)
             t0 = time.monotonic()
             try:
-                analysis = tune.run(**method.build(task, seed), metric="val_acc", mode="max",
+                analysis = tune.run(**method_kwargs(method, task, seed, compile_gradient),
+                         metric="val_acc", mode="max",
                          resources_per_trial=budget.resources(), time_budget_s=budget.seconds,
                          callbacks=[callback], verbose=1 if verbose else 0, reuse_actors=True,
                          storage_path=os.path.abspath(os.path.join(out_dir, "ray")),
@@ -109,7 +126,7 @@ def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: B
     curves = load_curves(csv_path)
     summary = {"task": task.name, "reference_test_acc": reference, "target_regret": task.target_regret,
                "budget_s": budget.seconds, "concurrency": budget.concurrency,
-               "resources_per_trial": budget.resources(),
+               "resources_per_trial": budget.resources(), "compile_gradient": compile_gradient,
                "cluster_resources": {k: v for k, v in cluster.items() if k in ("CPU", "GPU")},
                "methods": summarize(curves, task.target_regret)}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
