@@ -72,6 +72,13 @@ def best_time(fn, reps, repeats=5):
     return best
 
 
+def first_call(fn):
+    """Seconds of one call (for a compiled function: the compilation)."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def time_steps(entries, reps, compiled):
     from tune_ext.hypergrad.engine import Trainer, as_hparams, entry_basis
 
@@ -89,18 +96,14 @@ def time_steps(entries, reps, compiled):
     w, buffers = trainer.f.weights(), trainer.f.buffers()
     v = {k: torch.zeros_like(x) for k, x in w.items()}
     hp0 = {"momentum": torch.tensor([0.9]), "weight_decay": torch.tensor([1e-4])}
+    hp1 = {n: h[0] for n, h in as_hparams({"lr": torch.full((1,), 0.01), **hp0}, w["1.weight"]).items()}
+    functional = lambda: trainer.step(w, v, buffers, hp1, batch)
     with torch.no_grad():
-        hp = as_hparams({"lr": torch.full((1,), 0.01), **hp0}, w["1.weight"])
-        t_func = best_time(lambda: trainer.step(w, v, buffers, {n: h[0] for n, h in hp.items()}, batch), reps)
-    rows = [("plain torch.optim.SGD step", 0, t_plain, None),
-            ("functional step, no tangents", 0, t_func, None)]
-    if compiled:  # what compilation alone buys a step that carries no tangents
-        step_c = torch.compile(lambda: trainer.step(w, v, buffers, {n: h[0] for n, h in hp.items()}, batch),
-                               fullgraph=True, dynamic=False)
-        with torch.no_grad(), trainer.f.training():
-            first = time.perf_counter()
-            step_c()
-            first = time.perf_counter() - first
+        rows = [("plain torch.optim.SGD step", 0, t_plain, None),
+                ("functional step, no tangents", 0, best_time(functional, reps), None)]
+        if compiled:  # what compilation alone buys a step that carries no tangents
+            step_c = torch.compile(functional, fullgraph=True, dynamic=False)
+            first = first_call(step_c)
             rows.append(("functional step, no tangents, compiled", 0, best_time(step_c, reps), first))
     variants = [(False, False), (True, False)] + ([(False, True), (True, True)] if compiled else [])
     for k in entries:
@@ -119,9 +122,7 @@ def time_steps(entries, reps, compiled):
 
             name = ("vmap-batched" if batched else "looped") + (", compiled" if compile else "")
             with torch.no_grad():
-                first = time.perf_counter()
-                step()  # compiles when compiled
-                first = time.perf_counter() - first
+                first = first_call(step)  # compiles when compiled
                 rows.append((name, k, best_time(step, max(2, reps // k)), first if compile else None))
     return rows, t_plain
 

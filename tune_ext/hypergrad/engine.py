@@ -87,8 +87,10 @@ class Trainer:
     def __init__(self, model, loss_fn, update: Update = sgd_momentum, batched: bool = True,
                  compile: bool = False):
         self.f = FunctionalModel(model, loss_fn)
-        self.update, self.batched, self.compile = update, batched, compile
-        self._compiled: dict = {}
+        self.update, self.batched = update, batched
+        fn = self._tangent_batched if batched else self._tangent_one
+        # compiled lazily on the first call; static shapes: one compilation per batch shape
+        self._differentiated = torch.compile(fn, fullgraph=True, dynamic=False) if compile else fn
 
     def step(self, weights, velocity, buffers, hp, batch):
         """One training step: ``update(weights, velocity, grad of the training loss, hp)``."""
@@ -104,7 +106,7 @@ class Trainer:
         """
         hp = step_values(hparams, t, total)
         seeds = {n: e[(slice(None), window_index(t, total, e.shape[1]))] for n, e in basis.items()}
-        fn = self._differentiated("batched" if self.batched else "one")
+        fn = self._differentiated
         with self.f.training():
             if self.batched:
                 (w, v), (tw, tv) = fn(weights, velocity, buffers, hp, batch, tw, tv, seeds)
@@ -116,15 +118,6 @@ class Trainer:
         (w, v), _ = outs[0]
         stack = lambda i, key: {k: torch.stack([o[1][i][k] for o in outs]) for k in key}
         return w, v, stack(0, w), stack(1, v)
-
-    def _differentiated(self, kind: str):
-        fn = self._tangent_batched if kind == "batched" else self._tangent_one
-        if not self.compile:
-            return fn
-        if kind not in self._compiled:
-            # static shapes: one compilation per batch shape (a short last batch adds one)
-            self._compiled[kind] = torch.compile(fn, fullgraph=True, dynamic=False)
-        return self._compiled[kind]
 
     def _pure_step(self, weights, velocity, buffers, hp, batch):
         # the loss without mode switches (tangent_step sets them around the call), so the
