@@ -1,18 +1,26 @@
+"""The harness's parts without a benchmark run: incumbent, statistics, summary, tasks, data, registry."""
+import itertools
 import json
 import math
+import random
+from math import comb
 
+import numpy as np
 import pytest
 
-from tune_ext.benchmark.curves import load_curves, regret_at, summarize, time_to_target
+from tune_ext.benchmark import Budget, Task, get_task
 from tune_ext.benchmark.methods import METHODS, get_methods
-from tune_ext.benchmark.reference import grid_configs, load_reference, reference_path
+from tune_ext.benchmark.reference import load_reference, packaged_reference, sgd_grid
 from tune_ext.benchmark.regret import IncumbentTracker, RegretCallback
-from tune_ext.benchmark.tasks import TASKS, Task, get_task
+from tune_ext.benchmark.runner import method_kwargs, runs_at_once
+from tune_ext.benchmark.stats import (bootstrap_median_ci, describe, disjoint, median,
+                                      ranks_over_time, rank_row)
+from tune_ext.benchmark.summary import format_table, summarize_runs
 
 
-def test_incumbent_is_chosen_by_validation_and_its_test_accuracy_counts():
+def test_incumbent_is_chosen_by_validation_and_its_test_score_counts():
     tr = IncumbentTracker(reference=0.9)
-    assert tr.regret == pytest.approx(0.9)  # nothing found yet
+    assert tr.regret is None  # nothing found yet: no regret at all, not "the whole reference"
     assert tr.update({"val_acc": 0.5, "test_acc": 0.6})
     assert not tr.update({"val_acc": 0.4, "test_acc": 0.89})  # better test, worse validation: ignored
     assert tr.regret == pytest.approx(0.3)
@@ -23,72 +31,190 @@ def test_incumbent_is_chosen_by_validation_and_its_test_accuracy_counts():
     assert tr.val_score == 0.7
 
 
-def test_incumbent_in_min_mode():
-    tr = IncumbentTracker(reference=1.0, metric="val_loss", mode="min")
-    assert tr.update({"val_loss": 2.0, "test_acc": 0.1})
-    assert tr.update({"val_loss": 1.0, "test_acc": 0.2})
-    assert not tr.update({"val_loss": 1.5, "test_acc": 0.9})
-    assert tr.regret == pytest.approx(0.8)
+def test_incumbent_and_regret_in_min_mode():
+    tr = IncumbentTracker(reference=0.2, metric="val_loss", mode="min", test_metric="test_loss")
+    assert tr.update({"val_loss": 2.0, "test_loss": 1.0})
+    assert tr.update({"val_loss": 1.0, "test_loss": 0.5})
+    assert not tr.update({"val_loss": 1.5, "test_loss": 0.21})
+    assert tr.regret == pytest.approx(0.3)  # test - reference in mode "min"
     with pytest.raises(ValueError, match="mode"):
         IncumbentTracker(1.0, mode="up")
 
 
-def test_curves_summary_and_time_to_target(tmp_path):
-    csv_path = tmp_path / "regret.csv"
+class _Trial:
+    def __init__(self, tid):
+        self.trial_id = tid
 
-    class Writer:
-        def __init__(self):
-            self.scalars = []
 
-        def add_scalar(self, tag, value, global_step, walltime):
-            self.scalars.append((tag, value, global_step))
+def test_regret_callback_records_changes_and_an_end_point_only_with_an_incumbent():
+    cb = RegretCallback(IncumbentTracker(0.98))
+    cb.setup()
+    for i, (val, test) in enumerate([(0.5, 0.8), (0.4, 0.99), (0.9, 0.975)]):
+        cb.on_trial_result(i, [], _Trial(f"t{i}"), {"val_acc": val, "test_acc": test,
+                                                    "training_iteration": i + 1})
+    cb.close()
+    assert [round(p["regret"], 6) for p in cb.points] == [0.18, 0.005, 0.005]
+    assert [p["trial_id"] for p in cb.points] == ["t0", "t2", ""]
+    assert cb.n_results == 3 and cb.trials == {"t0", "t1", "t2"} and cb.first_result_s is not None
+    empty = RegretCallback(IncumbentTracker(0.98))
+    empty.setup()
+    empty.on_trial_result(0, [], _Trial("t"), {"val_acc": float("nan"), "test_acc": 0.5})
+    empty.close()
+    assert empty.points == [] and empty.n_results == 1  # a result, but no regret to report
 
-        def flush(self):
-            pass
 
-    class Trial:
-        def __init__(self, tid):
-            self.trial_id = tid
+def test_median_and_exact_bootstrap_on_a_hand_computed_example():
+    assert median([3, 1, 2]) == 2 and median([4, 1, 3, 2]) == 2.5
+    assert median([1, math.inf]) == math.inf
+    # 3 values: 27 resamples; the median is 1 when >= 2 draws are 1 (3*2 + 1 = 7 resamples),
+    # 3 likewise (7), else 2 (13). Bounds: the 0th and the 26th of the sorted 27 medians.
+    assert bootstrap_median_ci([1.0, 2.0, 3.0]) == (1.0, 3.0)
+    assert bootstrap_median_ci([1.0, 2.0, 3.0], level=0.4) == (2.0, 2.0)  # the 8th and the 18th
 
-    for seed, accs in ((0, [(0.5, 0.8), (0.9, 0.975)]), (1, [(0.6, 0.95)])):
-        writer = Writer()
-        cb = RegretCallback("m", seed, 0.98, writer, str(csv_path))
-        cb.setup()
-        for i, (val, test) in enumerate(accs):
-            cb.on_trial_result(i, [], Trial(f"t{i}"), {"val_acc": val, "test_acc": test,
-                                                       "training_iteration": 1})
-        cb.close()
-        assert {t for t, _, _ in writer.scalars} == {"regret/m"}
-        assert len(writer.scalars) == len(accs) + 1  # each incumbent change plus the end point
-    curves = load_curves(str(csv_path))
-    assert set(curves) == {"m"} and set(curves["m"]) == {0, 1}
-    c0 = curves["m"][0]
-    assert [round(r, 6) for _, r in c0] == [0.18, 0.005, 0.005]
-    assert time_to_target(c0, 0.01) == c0[1][0]
-    assert time_to_target(curves["m"][1], 0.01) is None
-    assert regret_at(c0, -1.0, before=0.98) == 0.98
-    assert regret_at(c0, c0[-1][0] + 5, before=0.98) == pytest.approx(0.005)
-    s = summarize(curves, 0.01)["m"]
-    assert s["final_regret"] == pytest.approx((0.005 + 0.03) / 2)
-    # one seed of two never reached the target: the median time is then "never"
-    assert s["time_to_target_s"] is None
-    assert [x["seed"] for x in s["seeds"]] == [0, 1]
+
+def test_bootstrap_matches_the_binomial_distribution_of_the_resampled_median():
+    # 5 distinct values, all 3125 resamples: the median is <= the k-th smallest value iff at
+    # least 3 of the 5 draws are among the k smallest, P = sum_j C(5,j) (k/5)^j (1-k/5)^(5-j)
+    values = [0.1, 0.4, 0.2, 0.9, 0.3]
+    s = sorted(values)
+    cdf = [sum(comb(5, j) * (k / 5) ** j * (1 - k / 5) ** (5 - j) for j in range(3, 6))
+           for k in range(1, 6)]
+    count = [round(3125 * p) for p in cdf]           # resamples with median <= s[k-1]
+    lo_index, hi_index = math.floor(0.025 * 3125), math.ceil(0.975 * 3125) - 1
+    lo = s[next(k for k in range(5) if count[k] > lo_index)]
+    hi = s[next(k for k in range(5) if count[k] > hi_index)]
+    assert bootstrap_median_ci(values) == (lo, hi) == (0.1, 0.9)
+    assert bootstrap_median_ci(values, level=0.5) == (
+        s[next(k for k in range(5) if count[k] > math.floor(0.25 * 3125))],
+        s[next(k for k in range(5) if count[k] > math.ceil(0.75 * 3125) - 1)])
+
+
+def test_bootstrap_samples_when_exact_enumeration_is_too_large():
+    values = [float(v) for v in range(8)]              # 8**8 resamples: sampled, seeded
+    lo, hi = bootstrap_median_ci(values)
+    assert (lo, hi) == bootstrap_median_ci(values) and lo < 3.5 < hi
+    assert bootstrap_median_ci([5.0] * 8) == (5.0, 5.0)
+
+
+def test_describe_treats_never_as_infinitely_late():
+    d = describe([1.0, None, 3.0])                     # median 3, interval [1, never]
+    assert d == {"median": 3.0, "ci95": [1.0, None]}
+    assert describe([None, None, 2.0])["median"] is None
+
+
+def test_ranks_share_ties_and_average_over_seeds():
+    assert rank_row([0.3, 0.1, 0.3, math.inf]) == [2.5, 1.0, 2.5, 4.0]
+    curves = {"a": {0: [(0.0, 0.5), (2.0, 0.1)], 1: [(1.0, 0.2)]},
+              "b": {0: [(1.0, 0.3)], 1: [(0.0, 0.4), (3.0, 0.1)]}}
+    ranks = ranks_over_time(curves, [0.5, 1.5, 2.5, 3.5])
+    # seed 0: t=0.5 a 0.5 vs b none -> a; 1.5: 0.5 vs 0.3 -> b; 2.5, 3.5: 0.1 vs 0.3 -> a
+    # seed 1: t=0.5 a none vs b 0.4 -> b; 1.5, 2.5: 0.2 vs 0.4 -> a; 3.5: 0.2 vs 0.1 -> b
+    assert ranks["a"] == [1.5, 1.5, 1.0, 1.5] and ranks["b"] == [1.5, 1.5, 2.0, 1.5]
+
+
+def test_disjoint_intervals_with_never():
+    assert disjoint([0.0, 0.1], [0.2, None]) and not disjoint([0.0, 0.3], [0.2, None])
+    assert not disjoint([0.1, None], [0.2, 0.3])
+
+
+def _record(method, seed, points=(), results=0, trials=2, errored=0, error=None, first=None):
+    return {"method": method, "seed": seed, "points": [{"time_s": t, "regret": r} for t, r in points],
+            "results": results, "trials": trials, "errored": errored, "error": error,
+            "first_error": "err.txt" if errored else None, "first_result_s": first,
+            "node": "127.0.0.1", "start": 100.0 + seed, "end": 110.0 + seed}
+
+
+def test_summary_statistics_and_no_result_are_never_a_number():
+    task = get_task("digits")
+    methods = get_methods(["asha", "random", "fds"])
+    records = []
+    for s in range(3):
+        records.append(_record("asha", s, [(1.0, 0.05), (2.0 + s, 0.002 * (s + 1))], 10, first=1.0))
+        records.append(_record("random", s, [(3.0, 0.2 + 0.01 * s)], 5, first=2.0))
+        records.append(_record("fds", s, errored=2, trials=2))            # nothing usable
+    summary = summarize_runs(task, methods, [0, 1, 2], Budget(10.0), 0.98, records,
+                             {"CPU": 2.0}, 1, False, wall_s=30.0)
+    asha, rnd, fds = (summary["methods"][m] for m in ("asha", "random", "fds"))
+    assert asha["final_regret"] == pytest.approx(0.004)
+    assert asha["final_regret_ci95"] == pytest.approx([0.002, 0.006])
+    assert asha["seeds_reached"] == 3 and asha["time_to_target_s"] == 3.0
+    assert asha["time_to_target_ci95"] == [2.0, 4.0]
+    assert rnd["time_to_target_s"] is None and rnd["seeds_reached"] == 0
+    assert rnd["results"] == 15 and rnd["time_to_first_result_s"] == 2.0
+    assert fds["final_regret"] is None and "2 of 2 trials errored" in fds["no_result"]
+    assert fds["errored_trials"] == 6 and fds["time_to_first_result_s"] is None
+    assert asha["mean_rank"] < rnd["mean_rank"] < fds["mean_rank"]
+    assert ["asha", "random"] in summary["separated_final_regret"]
+    assert ["asha", "fds"] in summary["separated_final_regret"]
+    assert summary["placement"]["mode"] == "sequential"
+    table = format_table(summary)
+    assert "| fds | no result |" in table and "0 of 3" in table and "asha < random" in table
+    json.dumps(summary, allow_nan=False)                # plain JSON, no NaN or Infinity
+
+
+def test_one_seed_claims_no_difference():
+    task = get_task("digits")
+    records = [_record("asha", 0, [(1.0, 0.01)], 1), _record("random", 0, [(1.0, 0.5)], 1)]
+    summary = summarize_runs(task, get_methods(["asha", "random"]), [0], Budget(5.0), 0.98,
+                             records, {"CPU": 2.0}, 1, False, wall_s=10.0)
+    assert summary["separated_final_regret"] == []
+    assert "no difference can be shown" in format_table(summary)
+
+
+def test_placement_runs_side_by_side_only_where_the_cluster_has_room():
+    b = Budget(10.0, concurrency=2)
+    assert runs_at_once(b, {"CPU": 2.0}, 14) == 1            # the local Ray the harness starts
+    assert runs_at_once(b, {"CPU": 16.0}, 14) == 8
+    assert runs_at_once(b, {"CPU": 64.0}, 14) == 14
+    assert runs_at_once(b, {"CPU": 64.0}, 14, parallel=1) == 1
+    g = Budget(10.0, concurrency=2, gpus_per_trial=0.5)
+    assert runs_at_once(g, {"CPU": 64.0, "GPU": 2.0}, 14) == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(seconds=0), "finite number > 0"), (dict(seconds=float("nan")), "finite number > 0"),
+    (dict(seconds=float("inf")), "finite number > 0"), (dict(seconds=5, concurrency=0), "concurrency"),
+    (dict(seconds=5, gpus_per_trial=-1), "gpus_per_trial")])
+def test_budget_refuses_nonsense(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Budget(**kwargs)
 
 
 def test_registry_and_tasks_validate_names():
     with pytest.raises(ValueError, match="valid methods: .*ray-asha"):
         get_methods(["asha", "nope"])
-    with pytest.raises(ValueError, match="valid tasks: cifar10, digits"):
+    with pytest.raises(ValueError, match="valid tasks: mnist1d, digits, cifar10"):
         get_task("imagenet")
     assert {"random", "tpe", "cmaes", "hyperband", "bohb", "asha", "asha-tpe", "adaptive-asha",
             "fds", "oho", "hd", "ray-asha", "ray-bohb", "ray-optuna"} <= set(METHODS)
-    space = get_task("digits").search_space()
-    assert {"lr_0", "lr_1", "lr_2", "momentum", "weight_decay", "epochs"} <= set(space)
+    assert {m.family for m in METHODS.values()} == {"full-budget", "multi-fidelity", "gradient", "ray"}
+    space = get_task("mnist1d").search_space()
+    assert {"lr_0", "lr_1", "lr_2", "momentum", "weight_decay"} <= set(space)
+    assert space["dataset"] == "mnist1d" and space["model"] == "cnn1d" and space["epochs"] == 20
+    assert get_task("mnist1d").target_regret == 0.02
+
+
+def test_user_tasks_are_validated_and_importable():
+    import user_task
+
+    with pytest.raises(ValueError, match="mode"):
+        Task("t", trainable=user_task.train, space={}, max_t=3, mode="up")
+    with pytest.raises(ValueError, match="max_t"):
+        Task("t", trainable=user_task.train, space={}, max_t=0)
+    with pytest.raises(ValueError, match="reference"):
+        Task("t", trainable=user_task.train, space={}, max_t=3, reference=float("nan"))
+    t = get_task("user_task:task")
+    assert t.name == "parabola" and t.mode == "min" and t.reference is None
+    with pytest.raises(ValueError, match="no reference.*tune-ext-reference"):
+        t.reference_value()
+    with pytest.raises(ValueError, match="needs a task with a gradient_config"):
+        METHODS["fds"].check(t)
+    assert Task("t", trainable=user_task.train, space={}, max_t=3, mode="min",
+                reference=0.25).regret(0.3) == pytest.approx(0.05)
 
 
 def test_compile_flag_reaches_only_the_gradient_trainables():
     from trainables import FDSTrainable, SupervisedTrainable
-    from tune_ext.benchmark.runner import method_kwargs
 
     task = get_task("digits")
     for name in ("fds", "oho", "hd"):
@@ -102,13 +228,58 @@ def test_compile_flag_reaches_only_the_gradient_trainables():
     assert black["run_or_experiment"] is SupervisedTrainable and "compile" not in black["config"]
 
 
-def test_reference_is_stored_and_missing_ones_say_how_to_make_them():
-    ref = load_reference(get_task("digits"))
-    assert ref["task"] == "digits" and 0.9 < ref["reference_test_acc"] <= 1.0
-    # the reference is the best mean over the grid that it records
-    assert ref["reference_test_acc"] == max(r["mean_test_acc"] for r in ref["results"])
-    assert len(ref["results"]) == len(list(grid_configs(get_task("digits"))))
-    with pytest.raises(FileNotFoundError, match="scripts/reference.py --task nothere"):
-        load_reference(Task("nothere", "digits", "mlp", 1, 8))
-    assert not math.isnan(json.load(open(reference_path("digits")))["reference_test_acc"])
-    assert set(TASKS) == {"digits", "cifar10"}
+@pytest.mark.parametrize("name", ["digits", "mnist1d"])
+def test_references_are_stored_with_their_grid(name):
+    ref = load_reference(get_task(name))
+    assert ref["task"] == name and ref["metric"] == "test_acc" and 0.8 < ref["reference"] <= 1.0
+    assert ref["reference"] == max(r["mean"] for r in ref["results"])
+    assert len(ref["results"]) == len(sgd_grid(3)) and len(ref["seeds"]) >= 2
+    assert all(len(r["test_acc"]) == len(ref["seeds"]) for r in ref["results"])
+
+
+def test_missing_or_broken_reference_files_name_the_file(tmp_path):
+    import user_task
+
+    missing = user_task.task(reference_path=str(tmp_path / "none.json"))
+    with pytest.raises(FileNotFoundError, match="none.json is missing.*tune-ext-reference"):
+        missing.reference_value()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json.*unreadable"):
+        user_task.task(reference_path=str(tmp_path / "bad.json")).reference_value()
+    assert packaged_reference("digits").endswith("tune_ext/benchmark/references/digits.json")
+
+
+def test_mnist1d_is_generated_once_without_touching_global_rngs(tmp_path):
+    from trainables.data import load_dataset, mnist1d_arrays
+
+    random.seed(7)
+    np.random.seed(7)
+    before = (random.random(), np.random.rand())
+    random.seed(7)
+    np.random.seed(7)
+    x_tr, y_tr, x_te, y_te = mnist1d_arrays(cache_dir=str(tmp_path))
+    assert (random.random(), np.random.rand()) == before   # mnist1d reseeds both; restored
+    assert x_tr.shape == (4000, 1, 40) and x_te.shape == (1000, 1, 40) and x_tr.dtype == np.float32
+    assert sorted(set(y_tr.tolist())) == list(range(10))
+    cached = list(tmp_path.glob("mnist1d-v*.npz"))
+    assert len(cached) == 1
+    again = mnist1d_arrays(cache_dir=str(tmp_path))
+    assert all(np.array_equal(a, b) for a, b in zip(again, (x_tr, y_tr, x_te, y_te)))
+    cached[0].write_bytes(b"truncated")                      # unreadable cache: generated again
+    assert np.array_equal(mnist1d_arrays(cache_dir=str(tmp_path))[0], x_tr)
+    splits = load_dataset("mnist1d")
+    assert len(splits.y_train) + len(splits.y_val) == 4000 and len(splits.y_test) == 1000
+    assert abs(len(splits.y_val) - 400) <= 5        # 10% of every class, rounded per class
+    assert np.bincount(splits.y_val.numpy()).min() >= 39           # stratified 10% of train
+
+
+def test_cnn1d_has_the_specified_shape():
+    import torch
+
+    from trainables import build_model
+
+    model = build_model("cnn1d", (1, 40), 10)
+    assert sum(p.numel() for p in model.parameters()) == 7594
+    assert model(torch.zeros(3, 1, 40)).shape == (3, 10)
+    with pytest.raises(ValueError, match="cnn1d.*signal"):
+        build_model("cnn1d", (1, 8, 8), 10)

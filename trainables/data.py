@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DATASETS = ("digits", "synthetic", "mnist", "svhn", "cifar10")
+DATASETS = ("digits", "mnist1d", "synthetic", "mnist", "svhn", "cifar10")
 VISION_DATASETS = ("mnist", "svhn", "cifar10")
 
 
@@ -43,6 +43,8 @@ def load_dataset(name: str = "digits", *, root: str | None = None, val_fraction:
     """Return the train / validation / test splits of dataset ``name``.
 
     name: one of ``DATASETS``. ``digits`` (scikit-learn's bundled 8x8 digits) needs nothing;
+        ``mnist1d`` (Greydanus 2020, 4000 train / 1000 test signals of length 40) is generated
+        locally by the ``mnist1d`` package and cached (``mnist1d_arrays``);
         ``synthetic`` is generated (kwargs: n_train, n_val, n_test, n_features, n_classes, seed);
         ``mnist``, ``svhn`` and ``cifar10`` need torchvision and the data already under ``root``.
     val_fraction: share of the training data held out for validation.
@@ -61,6 +63,8 @@ def load_dataset(name: str = "digits", *, root: str | None = None, val_fraction:
         x, y = _digits_arrays()
         # digits ships as one pool: a fixed stratified 20% is the test split
         x_tr, y_tr, x_te, y_te = _stratified_split(x, y, 0.2, seed=12345)
+    elif name == "mnist1d":
+        x_tr, y_tr, x_te, y_te = mnist1d_arrays()
     else:
         x_tr, y_tr, x_te, y_te = _vision_arrays(name, root)
     x_tr, y_tr, x_va, y_va = _stratified_split(x_tr, y_tr, val_fraction, seed=split_seed)
@@ -91,6 +95,55 @@ def _digits_arrays():
     d = load_digits()
     x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
     return x, d.target.astype(np.int64)
+
+
+MNIST1D_CACHE_VERSION = 1
+
+
+def mnist1d_arrays(cache_dir: str | None = None):
+    """MNIST-1D's (x_train, y_train, x_test, y_test) as the package generates them, (N, 1, 40).
+
+    Generated with ``mnist1d.data.make_dataset(get_dataset_args())`` (seed 42, the package's
+    defaults), never ``get_dataset``, which downloads or writes a pickle into the working
+    directory. Generation reseeds Python's and NumPy's global RNGs, so both are restored after.
+    The arrays are cached as an .npz under ``cache_dir`` (``$TUNE_EXT_CACHE``, else
+    ``~/.cache/tune-ext``) so a trial loads them in milliseconds instead of generating them (and
+    importing matplotlib and scipy) for seconds; the file is written atomically, so concurrent
+    trials never read half of it.
+    """
+    cache_dir = cache_dir or os.environ.get("TUNE_EXT_CACHE",
+                                            os.path.join(os.path.expanduser("~"), ".cache", "tune-ext"))
+    path = os.path.join(cache_dir, f"mnist1d-v{MNIST1D_CACHE_VERSION}.npz")
+    try:
+        with np.load(path) as f:
+            return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    except (OSError, KeyError, ValueError):
+        pass  # missing or unreadable: generate again
+    arrays = _generate_mnist1d()
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+    os.replace(tmp, path)
+    return arrays
+
+
+def _generate_mnist1d():
+    import random
+
+    os.environ.setdefault("MPLBACKEND", "Agg")  # mnist1d imports pyplot
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:
+        raise ImportError("dataset 'mnist1d' needs the mnist1d package: pip install mnist1d") from exc
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    x = [np.asarray(d[k], dtype=np.float32)[:, None, :] for k in ("x", "x_test")]
+    y = [np.asarray(d[k], dtype=np.int64) for k in ("y", "y_test")]
+    return x[0], y[0], x[1], y[1]
 
 
 def _synthetic(n_train: int = 512, n_val: int = 128, n_test: int = 256, n_features: int = 16,

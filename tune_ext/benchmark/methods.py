@@ -19,15 +19,21 @@ UNLIMITED = 100_000
 class Method:
     name: str
     kind: str  # "black-box" or "gradient"
+    family: str  # "full-budget", "multi-fidelity", "gradient" or "ray" (the plots' panels)
     description: str
     build: Callable[[Task, int], dict]
+
+    def check(self, task: Task) -> None:
+        """ValueError if this method cannot run on ``task`` (before anything starts)."""
+        if self.kind == "gradient" and task.gradient_config is None:
+            raise ValueError(f"method {self.name!r} learns an SGD schedule with FDSTrainable and "
+                             f"needs a task with a gradient_config (the built-in tasks have one); "
+                             f"task {task.name!r} has none")
 
 
 def _black_box(search_alg=None, scheduler=None):
     def build(task: Task, seed: int) -> dict:
-        from trainables import SupervisedTrainable
-
-        return {"run_or_experiment": SupervisedTrainable,
+        return {"run_or_experiment": task.trainable,
                 "config": {**task.search_space(), "seed": seed},
                 "search_alg": search_alg(seed) if search_alg else None,
                 "scheduler": scheduler(task) if scheduler else None,
@@ -56,14 +62,15 @@ def gradient_config(task: Task, method: str) -> dict:
     the schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
     horizon, learning one value of each hyperparameter online.
     """
-    cfg = {k: v for k, v in task.fixed_config().items() if k != "epochs"}
+    METHODS[method].check(task)
+    cfg = dict(task.gradient_config)
     cfg.update(method=method, lr_init=0.0, momentum_init=0.5, weight_decay_init=0.0)
     if method == "fds":
-        horizon = task.epochs
+        horizon = task.max_t
         cfg.update(inner_epochs=sorted({max(1, horizon // 2**k) for k in range(5)}),
                    outer_steps=UNLIMITED, n_lr_windows=task.n_lr_windows)
     else:
-        cfg.update(inner_epochs=task.epochs)
+        cfg.update(inner_epochs=task.max_t)
     return cfg
 
 
@@ -96,28 +103,28 @@ def _ours_bohb(seed):
 
 def _ours_hyperband(task):
     from tune_ext.schedulers import HyperbandScheduler
-    return HyperbandScheduler(max_t=task.epochs, reduction_factor=3)
+    return HyperbandScheduler(max_t=task.max_t, reduction_factor=3)
 
 
 def _ours_asha(task):
     from tune_ext.schedulers import ASHAScheduler
-    return ASHAScheduler(max_t=task.epochs, reduction_factor=3, variant="promotion")
+    return ASHAScheduler(max_t=task.max_t, reduction_factor=3, variant="promotion")
 
 
 def _ours_adaptive(task):
     from tune_ext.schedulers import AdaptiveASHAScheduler
-    return AdaptiveASHAScheduler(max_t=task.epochs, max_trials=UNLIMITED)
+    return AdaptiveASHAScheduler(max_t=task.max_t, max_trials=UNLIMITED)
 
 
 # --- Ray's own, the yardstick ------------------------------------------------------------------
 def _ray_asha(task):
     from ray.tune.schedulers import ASHAScheduler
-    return ASHAScheduler(max_t=task.epochs, grace_period=1, reduction_factor=3)
+    return ASHAScheduler(max_t=task.max_t, grace_period=1, reduction_factor=3)
 
 
 def _ray_hb_bohb(task):
     from ray.tune.schedulers import HyperBandForBOHB
-    return HyperBandForBOHB(max_t=task.epochs, reduction_factor=3)
+    return HyperBandForBOHB(max_t=task.max_t, reduction_factor=3)
 
 
 def _ray_tune_bohb(seed):
@@ -132,27 +139,27 @@ def _ray_optuna(seed):
 
 
 METHODS = {m.name: m for m in [
-    Method("random", "black-box", "RandomSearch, full budget per trial", _black_box(_ours_random)),
-    Method("tpe", "black-box", "TPESearch, full budget per trial", _black_box(_ours_tpe)),
-    Method("cmaes", "black-box", "CMAESSearch, full budget per trial", _black_box(_ours_cmaes)),
-    Method("hyperband", "black-box", "HyperbandScheduler + RandomSearch",
+    Method("random", "black-box", "full-budget", "RandomSearch, full budget per trial", _black_box(_ours_random)),
+    Method("tpe", "black-box", "full-budget", "TPESearch, full budget per trial", _black_box(_ours_tpe)),
+    Method("cmaes", "black-box", "full-budget", "CMAESSearch, full budget per trial", _black_box(_ours_cmaes)),
+    Method("hyperband", "black-box", "multi-fidelity", "HyperbandScheduler + RandomSearch",
            _black_box(_ours_random, _ours_hyperband)),
-    Method("bohb", "black-box", "HyperbandScheduler + BOHBSearch", _black_box(_ours_bohb, _ours_hyperband)),
-    Method("asha", "black-box", "ASHAScheduler (promotion) + RandomSearch",
+    Method("bohb", "black-box", "multi-fidelity", "HyperbandScheduler + BOHBSearch", _black_box(_ours_bohb, _ours_hyperband)),
+    Method("asha", "black-box", "multi-fidelity", "ASHAScheduler (promotion) + RandomSearch",
            _black_box(_ours_random, _ours_asha)),
-    Method("asha-tpe", "black-box", "ASHAScheduler (promotion) + TPESearch",
+    Method("asha-tpe", "black-box", "multi-fidelity", "ASHAScheduler (promotion) + TPESearch",
            _black_box(_ours_tpe, _ours_asha)),
-    Method("adaptive-asha", "black-box", "AdaptiveASHAScheduler + RandomSearch",
+    Method("adaptive-asha", "black-box", "multi-fidelity", "AdaptiveASHAScheduler + RandomSearch",
            _black_box(_ours_random, _ours_adaptive)),
-    Method("fds", "gradient", "FDSTrainable: forward-mode hypergradients over the whole run",
+    Method("fds", "gradient", "gradient", "FDSTrainable: forward-mode hypergradients over the whole run",
            _gradient("fds")),
-    Method("oho", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
-    Method("hd", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
-    Method("ray-asha", "black-box", "Ray's ASHAScheduler + Ray's random variants",
+    Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
+    Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
+    Method("ray-asha", "black-box", "ray", "Ray's ASHAScheduler + Ray's random variants",
            _black_box(_random_variants, _ray_asha)),
-    Method("ray-bohb", "black-box", "Ray's HyperBandForBOHB + TuneBOHB",
+    Method("ray-bohb", "black-box", "ray", "Ray's HyperBandForBOHB + TuneBOHB",
            _black_box(_ray_tune_bohb, _ray_hb_bohb)),
-    Method("ray-optuna", "black-box", "Ray's OptunaSearch (TPE), full budget per trial",
+    Method("ray-optuna", "black-box", "ray", "Ray's OptunaSearch (TPE), full budget per trial",
            _black_box(_ray_optuna)),
 ]}
 

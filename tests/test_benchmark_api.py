@@ -1,0 +1,70 @@
+"""A user's own task through the public API: inside a program that started Ray itself, and its
+reference computed by the installed command into a path the user chooses."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+import user_task
+from tune_ext.benchmark import Budget, get_methods, run_benchmark
+
+ray.cloudpickle.register_pickle_by_value(user_task)  # Ray workers can't import tests/
+HERE = Path(__file__).resolve().parent
+BEST = user_task.loss_at(0.3, user_task.MAX_T) + 0.01       # the best possible test loss
+
+
+def test_user_task_inside_a_program_that_started_ray(ray_local, tmp_path):
+    task = user_task.task(reference=BEST)
+    summary = run_benchmark(task, get_methods(["random", "asha"]), [0], Budget(6.0, concurrency=1),
+                            str(tmp_path), log=lambda s: None)
+    assert ray.is_initialized()                  # the caller's Ray is left running
+    # the session's Ray has 2 CPUs: room for both runs of one trial each, side by side
+    assert summary["placement"]["mode"] == "parallel" and summary["placement"]["runs_at_once"] == 2
+    spans = [summary["methods"][m]["seeds"][0] for m in ("random", "asha")]
+    assert max(s["start_s"] for s in spans) < min(s["end_s"] for s in spans)
+    assert summary["metric"] == "val_loss" and summary["mode"] == "min"
+    with open(tmp_path / "regret.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for name in ("random", "asha"):
+        m = summary["methods"][name]
+        assert m["final_regret"] is not None and m["trials"] >= 1 and m["errored_trials"] == 0, m
+        mine = [r for r in rows if r["method"] == name]
+        # mode "min": the incumbent has the lowest validation loss so far, regret = test - reference
+        vals = [float(r["val_score"]) for r in mine]
+        assert vals == sorted(vals, reverse=True)
+        for r in mine:
+            assert float(r["regret"]) == pytest.approx(float(r["test_score"]) - BEST, abs=1e-6)
+            assert float(r["regret"]) >= -1e-9
+        assert float(mine[-1]["regret"]) == pytest.approx(m["final_regret"], abs=1e-6)
+    # TensorBoard: one run directory per method and seed, one tag, so one chart overlays them
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path / "tensorboard"))
+    mux.Reload()
+    assert set(mux.Runs()) == {os.path.join("random", "seed0"), os.path.join("asha", "seed0")}
+    for run, tags in mux.Runs().items():
+        assert tags["scalars"] == ["regret"]
+        events = mux.Scalars(run, "regret")
+        mine = [r for r in rows if r["method"] == run.split(os.sep)[0]]
+        assert [round(e.value, 5) for e in events] == [round(float(r["regret"]), 5) for r in mine]
+
+
+def test_reference_command_writes_where_the_user_says(tmp_path):
+    out = tmp_path / "refs" / "parabola.json"
+    command = Path(sys.executable).parent / "tune-ext-reference"   # the installed entry point
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "USER_TASK_REFERENCE": str(out)}
+    proc = subprocess.run([str(command), "--task", "user_task:task_with_stored_reference",
+                           "--seeds", "1", "--num-cpus", "1"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    stored = json.loads(out.read_text())
+    assert stored["reference"] == pytest.approx(BEST) and stored["mode"] == "min"
+    assert [r["config"] for r in stored["results"]] == [{"x": 0.1}, {"x": 0.3}, {"x": 0.9}]
+    assert user_task.task(reference_path=str(out)).reference_value() == pytest.approx(BEST)
+    assert not (tmp_path / "results").exists()      # nothing written beside the user's path

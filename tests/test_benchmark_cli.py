@@ -1,0 +1,81 @@
+"""Bad input to the benchmark command: one line ``error: ...``, exit code 2, Ray never started."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tune_ext.benchmark import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails the test if anything tries to start or join Ray."""
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started for an input that should have been refused")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+def _no_gpu():
+    import torch
+
+    return torch.cuda.device_count() == 0
+
+
+BAD = [
+    (["--budget-s", "0"], "--budget-s must be a finite number of seconds > 0, got 0"),
+    (["--budget-s", "nan"], "--budget-s must be a finite number of seconds > 0, got nan"),
+    (["--budget-s", "-3"], "--budget-s must be a finite number of seconds > 0, got -3"),
+    (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["--seeds", "two"], "argument --seeds: invalid int value: 'two'"),
+    (["--concurrency", "0"], "--concurrency must be >= 1, got 0"),
+    (["--parallel", "0"], "--parallel must be >= 1, got 0"),
+    (["--methods", "asha,nope"], "unknown method(s) nope; valid methods: random"),
+    (["--task", "imagenet"], "unknown task 'imagenet'; valid tasks: mnist1d, digits, cifar10"),
+    (["--task", "no_such_module:task"], "could not be imported"),
+    (["--task", "user_task:task", "--methods", "asha"], "no reference"),
+    (["--task", "user_task:task", "--methods", "fds"], "needs a task with a gradient_config"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2_before_ray(argv, message, no_ray, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*argv, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_output_folder_that_cannot_be_written(no_ray, capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--quick", "--out", str(tmp_path / "file" / "out")])
+    assert exc.value.code == 2
+    assert "error: output folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not _no_gpu(), reason="this machine has a GPU")
+def test_gpus_requested_on_a_machine_without_one(no_ray, capsys, tmp_path):
+    import ray
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--quick", "--gpus-per-trial", "0.5", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    if ray.is_initialized():  # this session's Ray (no GPU): its cluster is what is checked
+        assert "requests 0.5 GPU, but the Ray cluster has 0" in err
+    else:
+        assert "requests 0.5 GPU but this machine has no GPU" in err
+
+
+def test_the_real_command_exits_2_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tune_ext.benchmark", "--seeds", "0",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: --seeds must be >= 1, got 0\n"

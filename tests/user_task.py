@@ -1,0 +1,43 @@
+"""A user's own benchmark task, as a user would write it: a function trainable (no torch) that
+minimises a loss, with a checkpoint so pausing schedulers can resume it."""
+import json
+import os
+import tempfile
+
+from ray import tune
+
+from tune_ext.benchmark import Task
+
+MAX_T = 6
+
+
+def loss_at(x: float, t: int) -> float:
+    """Validation loss after t steps: (x - 0.3)^2 plus a term that shrinks with training."""
+    return (x - 0.3) ** 2 + 1.0 / t
+
+
+def train(config):
+    start, ckpt = 0, tune.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d, open(os.path.join(d, "s.json")) as f:
+            start = json.load(f)["t"]
+    for t in range(start + 1, MAX_T + 1):
+        val = loss_at(config["x"], t)
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "s.json"), "w") as f:
+                json.dump({"t": t}, f)
+            # the "test" loss of this toy is the validation loss plus a fixed offset
+            tune.report({"val_loss": val, "test_loss": val + 0.01},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def task(reference=None, reference_path=None):
+    return Task("parabola", trainable=train, space={"x": tune.uniform(0.0, 1.0)}, max_t=MAX_T,
+                metric="val_loss", mode="min", test_metric="test_loss", reference=reference,
+                reference_path=reference_path, target_regret=0.05, default_budget_s=5.0,
+                reference_grid=[{"x": 0.1}, {"x": 0.3}, {"x": 0.9}])
+
+
+def task_with_stored_reference():
+    """For the reference command: ``user_task:task_with_stored_reference``."""
+    return task(reference_path=os.environ["USER_TASK_REFERENCE"])

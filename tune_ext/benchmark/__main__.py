@@ -1,0 +1,3 @@
+from tune_ext.benchmark.cli import main
+
+main()
