@@ -121,6 +121,7 @@ def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_r
             ax.fill_between(grid, q25, q75, step="post", alpha=0.15, color=line.get_color())
         ax.axhline(target_regret, color="k", linestyle=":", linewidth=1)
         ax.set_title(name, fontsize=10)
+        ax.set_xlim(0, budget_s)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
@@ -150,6 +151,7 @@ def plot_ranks(ranks: dict, grid, png_path: str, order=None, title: str = ""):
             ax.step(grid, ranks[m], where="post", label=m, color=method_colour(m, order),
                     linestyle="--" if m.startswith("ray-") else "-", linewidth=1.5)
     ax.set_ylim(len(ranks) + 0.5, 0.5)
+    ax.set_xlim(0, grid[-1])
     ax.set_xlabel("seconds since the run started")
     ax.set_ylabel("average rank over seeds (1 = lowest regret)")
     ax.set_title(title or "average rank over time")
