@@ -29,14 +29,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     else
       torch_spec="${TUNE_EXT_TORCH:-torch==2.13.0}"
     fi
-    echo "bootstrap: installing $torch_spec"
-    "$py" -m pip install -q "$torch_spec"
+    echo "bootstrap: installing $torch_spec (a few minutes the first time; pip's progress follows)"
+    "$py" -m pip install --progress-bar on "$torch_spec"
   fi
   torch_version=$("$py" -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null)
   constraints=$(mktemp)
   trap 'rm -f "$constraints"' EXIT
   echo "torch==$torch_version" >"$constraints"
-  echo "bootstrap: installing tune-ext[test] (torch $torch_version kept)"
-  "$py" -m pip install -q -c "$constraints" -e "$root[test]"
+  echo "bootstrap: installing tune-ext[test] and its dependencies (torch $torch_version kept)"
+  # one line per package pip collects, so a first install is never minutes of silence (pip's
+  # errors go to stderr unfiltered, and its exit status is kept)
+  set +e
+  "$py" -m pip install -c "$constraints" -e "$root[test]" | grep --line-buffered -E "^(Collecting|Installing|Successfully)"
+  status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" -ne 0 ]; then
+    echo "bootstrap: pip install of tune-ext failed (exit $status)" >&2
+    exit "$status"
+  fi
   echo "$want" >"$stamp"
 fi

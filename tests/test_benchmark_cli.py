@@ -79,3 +79,13 @@ def test_the_real_command_exits_2_without_a_traceback(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "error: --seeds must be >= 1, got 0\n"
+
+
+@pytest.mark.parametrize("command", ["tune-ext-benchmark", "tune-ext-reference", "tune-ext-plot"])
+def test_installed_commands_run_from_the_package(command, tmp_path):
+    exe = Path(sys.executable).parent / command      # the entry point pip installed
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {command}"), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "tune_ext.benchmark", "--help"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "--budget-s" in proc.stdout
