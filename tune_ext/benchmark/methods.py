@@ -33,7 +33,7 @@ class Method:
 
 def _black_box(search_alg=None, scheduler=None):
     def build(task: Task, seed: int) -> dict:
-        return {"run_or_experiment": task.trainable,
+        return {"run_or_experiment": task.runnable(),
                 "config": {**task.search_space(), "seed": seed},
                 "search_alg": search_alg(seed) if search_alg else None,
                 "scheduler": scheduler(task) if scheduler else None,
@@ -47,7 +47,7 @@ def _gradient(method: str):
 
         from trainables import FDSTrainable
 
-        return {"run_or_experiment": FDSTrainable,
+        return {"run_or_experiment": task.runnable(FDSTrainable),
                 "config": {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)},
                 "search_alg": _random_variants(seed), "num_samples": UNLIMITED}
     return build

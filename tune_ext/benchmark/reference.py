@@ -98,7 +98,7 @@ def compute_reference(task: Task, seeds=(0, 1), log=print, num_cpus=None) -> dic
         # the searched keys as choices over the grid's values, so every point lies in the space
         space = {k: tune.choice(sorted({p[k] for p in points}, key=repr)) if k in points[0] else v
                  for k, v in {**task.space, "seed": None}.items()}
-        analysis = tune.run(task.trainable, config=space,
+        analysis = tune.run(task.runnable(), config=space,
                             num_samples=len(points),
                             search_alg=BasicVariantGenerator(points_to_evaluate=points),
                             stop={"training_iteration": task.max_t}, metric=task.metric,

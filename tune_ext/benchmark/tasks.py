@@ -37,6 +37,9 @@ class Task:
             computing the reference: the best mean ``test_metric`` becomes the reference.
         target_regret: the regret a method must reach to count as "reached" (time to target).
         default_budget_s: wall-clock seconds per method and seed when the user gives none.
+        trainable_kwargs: keyword arguments every trial's trainable gets through
+            ``tune.with_parameters`` (e.g. ``model_fn``, ``data``, ``loss_fn`` of your own model;
+            wrapped when the run starts, so nothing is put into Ray before then).
         gradient_config: the ``FDSTrainable`` config of this task (without the hyperparameter
             keys), or None when gradient-based methods cannot run on it.
         n_lr_windows: learning-rate windows the gradient methods learn.
@@ -71,6 +74,7 @@ class Task:
     reference_grid: tuple = ()
     target_regret: float = 0.01
     default_budget_s: float = 20.0
+    trainable_kwargs: Optional[dict] = None
     gradient_config: Optional[dict] = None
     n_lr_windows: int = 0
     description: str = ""
@@ -100,6 +104,16 @@ class Task:
             raise ValueError(f"Task {self.name!r}: default_budget_s must be finite and > 0")
         object.__setattr__(self, "reference_grid", tuple(dict(c) for c in self.reference_grid))
 
+    def runnable(self, trainable=None):
+        """``trainable`` (default: the task's) as Ray Tune runs it: with ``trainable_kwargs``
+        attached through ``tune.with_parameters`` (needs a running Ray)."""
+        trainable = trainable or self.trainable
+        if not self.trainable_kwargs:
+            return trainable
+        from ray import tune
+
+        return tune.with_parameters(trainable, **self.trainable_kwargs)
+
     @property
     def epochs(self) -> int:
         """The horizon (``max_t``); built-in tasks train one epoch per iteration."""
@@ -127,11 +141,14 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def sgd_task(name: str, dataset: str, model: str, epochs: int, batch_size: int, *,
-             n_lr_windows: int = 3, lr_range=(1e-3, 1.0), momentum_range=(0.0, 0.99),
-             weight_decay_range=(1e-6, 1e-2), model_kwargs: Optional[dict] = None,
-             **task_kwargs) -> Task:
-    """A task that trains ``model`` on ``dataset`` with SGD, searched over the SGD schedule.
+def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = None,
+             epochs: int = 20, batch_size: int = 64, *, model_fn: Optional[Callable] = None,
+             data=None, loss_fn: Optional[Callable] = None, n_lr_windows: int = 3,
+             lr_range=(1e-3, 1.0), momentum_range=(0.0, 0.99), weight_decay_range=(1e-6, 1e-2),
+             model_kwargs: Optional[dict] = None, **task_kwargs) -> Task:
+    """A task that trains a model with SGD, searched over the SGD schedule: a built-in ``dataset``
+    and ``model`` by name, or your own ``model_fn`` (``config -> nn.Module``), ``data`` (``{"train",
+    "val", "test"}``) and optional ``loss_fn``, as the trainables take them.
 
     Black-box methods run ``SupervisedTrainable`` over ``lr_0 .. lr_{k-1}`` (loguniform in
     ``lr_range``), ``momentum`` (uniform) and ``weight_decay`` (loguniform); the gradient methods
@@ -143,7 +160,20 @@ def sgd_task(name: str, dataset: str, model: str, epochs: int, batch_size: int, 
     from trainables import SupervisedTrainable
     from tune_ext.benchmark.reference import sgd_grid
 
-    fixed = {"dataset": dataset, "model": model, "epochs": epochs, "batch_size": batch_size}
+    own = {k: v for k, v in (("model_fn", model_fn), ("data", data), ("loss_fn", loss_fn)) if v is not None}
+    if own and (dataset or model):
+        raise ValueError(f"sgd_task {name!r}: give a built-in dataset and model by name, or your own "
+                         f"model_fn and data, not both")
+    if not own and not (dataset and model):
+        raise ValueError(f"sgd_task {name!r} needs dataset= and model= (built-in names) or "
+                         f"model_fn= and data= (your own)")
+    if own and not (model_fn and data is not None):
+        raise ValueError(f"sgd_task {name!r}: your own model needs both model_fn= and data=")
+    fixed = {"epochs": epochs, "batch_size": batch_size}
+    if not own:
+        fixed.update(dataset=dataset, model=model)
+    if own:
+        task_kwargs["trainable_kwargs"] = own
     if model_kwargs:
         fixed["model_kwargs"] = dict(model_kwargs)
     space = {**fixed, **{f"lr_{i}": tune.loguniform(*lr_range) for i in range(n_lr_windows)},
