@@ -12,6 +12,7 @@ keeps the whole unrolled run in memory (about 0.28 MiB per step here, 2.7 GiB at
 ``--reverse-max`` caps it on a smaller machine.
 
     PYTHONPATH=. python scripts/bench_hypergrad.py            # both parts, a few minutes on a CPU
+    PYTHONPATH=. python scripts/bench_hypergrad.py --fds-step mnist1d   # FDS outer step vs a plain run
     PYTHONPATH=. python scripts/bench_hypergrad.py --quick    # smaller, for a smoke test
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -172,7 +174,14 @@ def main():
     p.add_argument("--skip-memory", action="store_true", help="time steps only")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--fds-step", metavar="TASK",
+                   help="instead: one FDS outer step on a benchmark task's model against one plain "
+                        "training run, eager and compiled (scripts/fds_step_cost.py)")
     args = p.parse_args()
+    if args.fds_step:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from fds_step_cost import measure
+        return measure(args.fds_step)
     HIDDEN[:] = args.hidden
     BATCH[0] = args.batch
     torch.set_num_threads(args.threads)
