@@ -80,6 +80,8 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"lr_step": 0.0}, "lr_step.*all 0"),
     ({"dataset": "imagenet"}, "dataset"),
     ({"compile": "yes"}, "compile.*True or False"),
+    ({"lr_inti": 0.1}, "unknown config key 'lr_inti' for FDSTrainable; did you mean 'lr_init'"),
+    ({"model": "lenet5"}, "did you mean 'lenet'"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.config import TaskConfig, non_negative, positive_int
-from trainables.task import ReusableTrainable, epoch_batches, evaluate, load_task, trial_device
+from trainables.config import TASK_KEYS, non_negative, positive_int, refuse_unknown_keys
+from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from tune_ext.hypergrad.engine import forward_run
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import MOMENTUM_MAX, OPTIMIZERS, make_outer
@@ -16,7 +16,9 @@ from tune_ext.hypergrad.outer import MOMENTUM_MAX, OPTIMIZERS, make_outer
 METHODS = ("fds", "oho", "hd")
 HPARAMS = ("lr", "momentum", "weight_decay")
 DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "weight_decay": 1e-4}
-CE = torch.nn.functional.cross_entropy
+KEYS = (*TASK_KEYS, "method", "inner_epochs", "outer_steps", "outer_optimizer", "clip", "hyper_every",
+        "val_batch_size", "compile", *(f"n_{h}_windows" for h in HPARAMS),
+        *(f"{h}_init" for h in HPARAMS), *(f"{h}_step" for h in HPARAMS))
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class FDSTrainable(ReusableTrainable):
     (NeurIPS 2021); OHO is Im, Savin & Cho (2021); HD is Baydin et al. (ICLR 2018).
 
     Config (defaults in brackets): ``dataset``, ``model``, ``batch_size``, ``seed`` (as for
-    ``SupervisedTrainable``); ``method`` ["fds"] | "oho" | "hd"; ``inner_epochs`` [1]: for "fds"
+    ``SupervisedTrainable``, including your own ``model_fn`` / ``data`` / ``loss_fn`` through
+    ``tune.with_parameters``); ``method`` ["fds"] | "oho" | "hd"; ``inner_epochs`` [1]: for "fds"
     the length of each inner run, a number or a list with one entry per outer step (the last one
     repeats); for the online methods the length of the run; ``outer_steps`` [len(list) or 10]
     ("fds" only); ``n_lr_windows``, ``n_momentum_windows``, ``n_weight_decay_windows`` [1];
@@ -130,11 +133,12 @@ class FDSTrainable(ReusableTrainable):
                          "lr_init": 0.0, "lr_step": 0.1, "outer_steps": 5})
     """
 
-    def setup(self, config):
-        self.task = TaskConfig.from_config(config)
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        refuse_unknown_keys(config, KEYS, "FDSTrainable", aliases={"learning_rate": "lr_init", "lr": "lr_init"})
         self.hc = HypergradConfig.from_config(config)
         self.device = trial_device()
-        self.data, self.model = load_task(self.task, self.device)
+        self.task, self.parts = load_task(config, self.device, model_fn=model_fn, data=data, loss_fn=loss_fn)
+        self.data, self.model = self.parts.data, self.parts.model
         self.eval_model = copy.deepcopy(self.model)
         dtype = next(self.model.parameters()).dtype
         hparams = {h: torch.full((self.hc.windows[h],), self.hc.init[h], dtype=dtype, device=self.device)
@@ -146,7 +150,7 @@ class FDSTrainable(ReusableTrainable):
         self.hparams = hparams
         self.online = None
         if self.hc.method != "fds":
-            self.online = OnlineHypergrad(self.model, CE, hparams, outer, method=self.hc.method,
+            self.online = OnlineHypergrad(self.model, self.parts.loss_fn, hparams, outer, method=self.hc.method,
                                           every=self.hc.hyper_every, compile=self.hc.compile)
         self.shuffle = torch.Generator().manual_seed(self.task.seed)
         self.val_shuffle = torch.Generator().manual_seed(self.task.seed + 1)
@@ -159,11 +163,9 @@ class FDSTrainable(ReusableTrainable):
     def step(self):
         result = self._fds_step() if self.online is None else self._online_step()
         self.done_steps += 1
-        val_loss, val_acc = evaluate(self.eval_model, self.data.x_val, self.data.y_val)
-        _, test_acc = evaluate(self.eval_model, self.data.x_test, self.data.y_test)
         limit = self.hc.outer_steps if self.online is None else self.hc.inner_epochs[0]
-        result.update(val_loss=val_loss, val_acc=val_acc, test_acc=test_acc,
-                      skipped_updates=self.outer.skipped, done=self.done_steps >= limit)
+        result.update(scores(self.eval_model, self.parts), skipped_updates=self.outer.skipped,
+                      done=self.done_steps >= limit)
         for name, g in (self.hypergrads or {}).items():
             result[f"hypergrad_norm_{name}"] = float(g.norm())
         return result
@@ -173,7 +175,7 @@ class FDSTrainable(ReusableTrainable):
         indices = [idx for _ in range(epochs) for idx in self._epoch_batches()]
         batches = IndexedBatches(self.data.x_train, self.data.y_train, indices)
         used = self.hparams
-        run = forward_run(self.model, CE, batches, (self.data.x_val, self.data.y_val), used,
+        run = forward_run(self.model, self.parts.loss_fn, batches, (self.data.x_val, self.data.y_val), used,
                           compile=self.hc.compile)
         self.eval_model.load_state_dict({**run.weights, **run.buffers})
         self.hypergrads = run.hypergrads
