@@ -171,7 +171,8 @@ class FDSTrainable(ReusableTrainable):
 
     "fds": one ``step()`` = a full inner run from the same initial weights with forward-mode
     hypergradients of the validation loss, then one outer update. "oho"/"hd": one ``step()`` = one
-    epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_acc`` (of the inner run, for
+    epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc`` (as
+    ``SupervisedTrainable``: no accuracy for float targets; of the inner run, for
     "fds" with the hyperparameters reported alongside), ``lr_0 ..``, ``momentum_0 ..``,
     ``weight_decay_0 ..``, ``hypergrad_norm_<name>``, ``skipped_updates``. Checkpoints the
     hyperparameters, the outer optimiser's state and the shuffling RNG (and, online, the model, its
