@@ -93,6 +93,7 @@ class Trainer:
                  compile: bool = False, train_loss=None):
         self._f = FunctionalModel(model, loss_fn, train_loss)
         self.update, self.batched = update, batched
+        self._bases = {}
         fn = self._tangent_batched if batched else self._tangent_one
         # compiled lazily on the first call; static shapes: one compilation per batch shape
         self._differentiated = torch.compile(fn, fullgraph=True, dynamic=False) if compile else fn
@@ -123,7 +124,7 @@ class Trainer:
         self._f.advance_buffers(state.weights, state.buffers, batch)
         hp = step_values(hparams, t, total)
         seeds = {n: e[(slice(None), window_index(t, total, e.shape[1]))]
-                 for n, e in entry_basis(hparams).items()}
+                 for n, e in self._basis(hparams).items()}
         args = (state.weights, state.velocity, state.buffers, hp, batch)
         fn = self._differentiated
         with self._f.training(), _explain_forward_ad_errors():
@@ -138,6 +139,13 @@ class Trainer:
                 (w, v), _ = outs[0]
                 tw, tv = tree_map(lambda *xs: torch.stack(xs), *[o[1] for o in outs])
         return CarriedState(w, v, tw, tv, state.buffers, t + 1)
+
+    def _basis(self, hparams):
+        # the same unit tangents every step of a run: built once per set of schedule shapes
+        key = tuple((n, tuple(h.shape), h.dtype, h.device) for n, h in hparams.items())
+        if key not in self._bases:
+            self._bases[key] = entry_basis(hparams)
+        return self._bases[key]
 
     def _pure_step(self, weights, velocity, buffers, hp, batch):
         # the loss without mode switches (tangent_step sets them around the call), so the
