@@ -165,3 +165,16 @@ def test_oho_reset_every_tau_sees_only_the_last_tau_steps():
     assert not torch.allclose(kept["hypergrads"]["lr"], infos[-1]["hypergrads"]["lr"])
     with pytest.raises(ValueError, match="reset_every"):
         OnlineHypergrad(model, CE, hp, ClippedSGD({"lr": 0.1}), method="hd", reset_every=2)
+
+
+def test_a_loss_torch_cannot_differentiate_in_forward_mode_is_explained():
+    # the fused mse_loss has no forward-mode derivative of its backward in PyTorch: say what to do
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1).to(D)
+    batch = (torch.randn(8, 3, dtype=D), torch.randn(8, 1, dtype=D))
+    with pytest.raises(RuntimeError, match=r"elementwise operations.*\(out - y\) \*\* 2"):
+        hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
+    elementwise = lambda out, y: ((out - y) ** 2).mean()  # noqa: E731
+    fwd = hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
+    assert_close(fwd, hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
+                                    mode="reverse"))
