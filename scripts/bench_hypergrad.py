@@ -4,7 +4,9 @@ Part 1 times one training step carrying tangents for K = 1, 3, 7, 15 hyperparame
 (K learning-rate windows), looped over entries and batched with vmap, eager and through
 ``torch.compile`` (its one-off compilation is the "first call" column, not in the per-step time),
 relative to a plain ``torch.optim.SGD`` step on the same model and batch (Ray Tune has no
-hypergradient code to compare with; the plain step is the baseline every trainable pays anyway).
+hypergradient code to compare with; the plain step is the baseline every trainable pays anyway);
+then the other hyperparameter kinds (AdamW's lr, beta1 and weight decay; label smoothing and
+per-layer L2 in the loss), each against a plain ``torch.optim`` step of the same kind.
 Part 2 measures peak resident memory of a whole differentiated run at horizons of 100, 1,000 and
 10,000 steps, forward (eager and compiled) against reverse mode, each in a fresh subprocess
 (``ru_maxrss`` after the run minus ``ru_maxrss`` after setup and a 10-step warm-up). Reverse mode
@@ -82,7 +84,7 @@ def first_call(fn):
 
 
 def time_steps(entries, reps, compiled):
-    from tune_ext.hypergrad.engine import Trainer, as_hparams, entry_basis
+    from tune_ext.hypergrad.engine import Trainer, as_hparams
 
     model, batches, _ = setup()
     batch = batches(1)[0]
@@ -95,11 +97,10 @@ def time_steps(entries, reps, compiled):
 
     t_plain = best_time(plain, reps)
     trainer = Trainer(model, torch.nn.functional.cross_entropy)
-    w, buffers = trainer.f.weights(), trainer.f.buffers()
-    v = {k: torch.zeros_like(x) for k, x in w.items()}
+    s0 = trainer.start(1)
     hp0 = {"momentum": torch.tensor([0.9]), "weight_decay": torch.tensor([1e-4])}
-    hp1 = {n: h[0] for n, h in as_hparams({"lr": torch.full((1,), 0.01), **hp0}, w["1.weight"]).items()}
-    functional = lambda: trainer.step(w, v, buffers, hp1, batch)
+    hp1 = {n: h[0] for n, h in as_hparams({"lr": torch.full((1,), 0.01), **hp0}, next(model.parameters())).items()}
+    functional = lambda: trainer.step(s0.weights, s0.velocity, s0.buffers, hp1, batch)
     with torch.no_grad():
         rows = [("plain torch.optim.SGD step", 0, t_plain, None),
                 ("functional step, no tangents", 0, best_time(functional, reps), None)]
@@ -110,17 +111,16 @@ def time_steps(entries, reps, compiled):
     variants = [(False, False), (True, False)] + ([(False, True), (True, True)] if compiled else [])
     for k in entries:
         # k entries: k learning-rate windows (momentum and weight decay are fixed values here)
-        hp = as_hparams({"lr": torch.full((k,), 0.01)}, w["1.weight"])
+        hp = as_hparams({"lr": torch.full((k,), 0.01)}, next(model.parameters()))
         fixed = {"momentum": torch.tensor(0.9), "weight_decay": torch.tensor(1e-4)}
-        basis = entry_basis(hp)
-        tw = {n: x.new_zeros((k, *x.shape)) for n, x in w.items()}
         for batched, compile in variants:
             trainer = Trainer(model, torch.nn.functional.cross_entropy, _with_fixed(fixed), batched, compile)
-            state = {"t": 0}
+            start = trainer.start(k)
 
             def step():
-                state["t"] = (state["t"] + 1) % k
-                trainer.tangent_step(w, v, buffers, hp, state["t"], k, batch, tw, tw, basis)
+                # the same starting point every call, at step t cycling through the k windows
+                start.step = (start.step + 1) % k
+                trainer.tangent_step(start, batch, hparams=hp, total=k)
 
             name = ("vmap-batched" if batched else "looped") + (", compiled" if compile else "")
             with torch.no_grad():
@@ -133,6 +133,57 @@ def _with_fixed(fixed):
     from tune_ext.hypergrad.updates import sgd_momentum
 
     return lambda w, v, g, hp: sgd_momentum(w, v, g, {**fixed, **hp})
+
+
+def time_kinds(reps, compiled):
+    """Hyperparameters beyond SGD's: each kind's differentiated step against a plain torch step of
+    the same kind (AdamW against ``torch.optim.AdamW``; the regularised loss against SGD on the
+    same loss written with torch's ``label_smoothing`` and an explicit L2 term)."""
+    from tune_ext.hypergrad import SGD, AdamW, Trainer, layers_of, regularised_cross_entropy
+    from tune_ext.hypergrad.engine import as_hparams
+
+    model, batches, _ = setup()
+    batch = batches(1)[0]
+    like = next(model.parameters())
+    layer_of = layers_of(model)
+    groups = [[p for n, p in model.named_parameters() if layer_of[n] == i] for i in sorted(set(layer_of.values()))]
+    ce = torch.nn.functional.cross_entropy
+    adamw = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def plain_adamw():
+        adamw.zero_grad(set_to_none=True)
+        ce(model(batch[0]), batch[1]).backward()
+        adamw.step()
+
+    def plain_loss():
+        sgd.zero_grad(set_to_none=True)
+        loss = ce(model(batch[0]), batch[1], label_smoothing=0.1)
+        (loss + sum(1e-4 / 2 * sum((p * p).sum() for p in g) for g in groups)).backward()
+        sgd.step()
+
+    kinds = [
+        ("AdamW: lr, beta1, weight decay", plain_adamw, AdamW(), None,
+         {"lr": [1e-3], "beta1": [0.9], "weight_decay": [1e-2]}),
+        ("loss: label smoothing + per-layer L2", plain_loss, SGD(layer_of),
+         regularised_cross_entropy(layer_of),
+         {"lr": [0.01], "momentum": [0.9], "label_smoothing": [0.1], "l2": [[1e-4] * len(groups)]}),
+    ]
+    rows = []
+    for name, plain, update, train_loss, values in kinds:
+        t_plain = best_time(plain, reps)
+        hp = as_hparams({n: torch.tensor(v) for n, v in values.items()}, like)
+        k = sum(h.numel() for h in hp.values())
+        rows.append((f"{name}: plain torch.optim step", 0, t_plain, None, t_plain))
+        for compile in (False, True) if compiled else (False,):
+            trainer = Trainer(model, ce, update, True, compile, train_loss)
+            start = trainer.start(k)
+            step = lambda: trainer.tangent_step(start, batch, hparams=hp, total=1)  # noqa: E731
+            with torch.no_grad():
+                first = first_call(step)
+                rows.append((f"{name}: vmap-batched" + (", compiled" if compile else ""), k,
+                             best_time(step, max(2, reps // k)), first if compile else None, t_plain))
+    return rows
 
 
 def memory_child(mode, steps):
@@ -199,6 +250,13 @@ def main():
     for name, k, t, first in rows:
         per = f"{t / t_plain / k:.2f}" if k else "-"
         print(f"| {name} | {k or '-'} | {1e3 * t:.3f} | {t / t_plain:.2f} | {per} | "
+              f"{'-' if first is None else f'{first:.1f}'} |")
+    print("\nOther hyperparameter kinds (x plain: against the plain step of the same kind):\n")
+    print("| step | entries K | ms / step | x plain step | x plain per entry | first call (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, k, t, first, base in time_kinds(reps=10 if args.quick else 40, compiled=not args.no_compile):
+        per = f"{t / base / k:.2f}" if k else "-"
+        print(f"| {name} | {k or '-'} | {1e3 * t:.3f} | {t / base:.2f} | {per} | "
               f"{'-' if first is None else f'{first:.1f}'} |")
     if args.skip_memory:
         return

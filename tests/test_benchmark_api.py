@@ -68,3 +68,16 @@ def test_reference_command_writes_where_the_user_says(tmp_path):
     assert [r["config"] for r in stored["results"]] == [{"x": 0.1}, {"x": 0.3}, {"x": 0.9}]
     assert user_task.task(reference_path=str(out)).reference_value() == pytest.approx(BEST)
     assert not (tmp_path / "results").exists()      # nothing written beside the user's path
+
+
+def test_a_task_from_your_own_model_and_data_runs_black_box_and_gradient_methods(ray_local, tmp_path):
+    task = user_task.own_model_task()
+    assert task.gradient_config == {"batch_size": 32} and "model_fn" in task.trainable_kwargs
+    summary = run_benchmark(task, get_methods(["asha", "fds"]), [0], Budget(8.0, concurrency=1),
+                            str(tmp_path), log=lambda s: None)
+    for name in ("asha", "fds"):
+        m = summary["methods"][name]
+        assert m["errored_trials"] == 0 and m["trials"] >= 1, m
+    # accuracy against a reference of 1.0: the regret is the incumbent's test error
+    asha = summary["methods"]["asha"]
+    assert asha["final_regret"] is not None and 0.0 <= asha["final_regret"] < 0.6

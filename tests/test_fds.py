@@ -80,10 +80,21 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"lr_step": 0.0}, "lr_step.*all 0"),
     ({"dataset": "imagenet"}, "dataset"),
     ({"compile": "yes"}, "compile.*True or False"),
+    ({"lr_inti": 0.1}, "unknown config key 'lr_inti' for FDSTrainable; did you mean 'lr_init'"),
+    ({"optimizer": "adam"}, "optimizer.*sgd, adamw.*did you mean 'adamw'"),
+    ({"beta1_init": 0.9}, r"config\['beta1_init'\].*another optimizer"),
+    ({"optimizer": "adamw", "momentum_step": None, "beta1_init": 1.0}, "beta1_init"),
+    ({"label_smoothing_init": 1.5}, "label_smoothing_init"),
+    ({"l2_init": -1.0}, "l2_init"),
+    ({"per_layer": "yes"}, "per_layer.*True or False"),
+    ({"reset_every": 3}, "reset_every.*OHO"),
+    ({"method": "oho", "n_lr_windows": 1, "reset_every": 0}, "reset_every"),
+    ({"model": "lenet5"}, "did you mean 'lenet'"),
 ])
 def test_bad_config_names_the_key(bad, match):
+    config = {k: v for k, v in {**FDS, **bad}.items() if v is not None}  # None: drop the key
     with pytest.raises(ValueError, match=match):
-        FDSTrainable(config={**FDS, **bad})
+        FDSTrainable(config=config)
 
 
 def test_diverged_run_reports_and_skips_its_nonfinite_hypergradient():
@@ -106,3 +117,25 @@ def test_reset_config_reuses_the_actor_like_a_fresh_trainable(method):
     t.stop()
     fresh = run_direct(other, 2)
     assert [{k: r[k] for k in KEYS} for r in reused] == [{k: r[k] for k in KEYS} for r in fresh]
+
+
+@pytest.mark.parametrize("method", ["fds", "oho"])
+def test_adamw_per_layer_and_loss_hyperparameters_are_learned_and_restored(method, tmp_path):
+    base = {k: v for k, v in FDS.items() if k != "momentum_step"}  # AdamW has beta1, not momentum
+    cfg = {**base, "method": method, "optimizer": "adamw", "per_layer": True, "n_lr_windows": 1,
+           "lr_init": 0.01, "lr_step": 0.002, "beta1_step": 0.05, "weight_decay_init": 0.01,
+           "weight_decay_step": 0.01, "l2_init": 1e-3, "l2_step": 1e-3, "label_smoothing_init": 0.1,
+           "label_smoothing_step": 0.02, "batch_size": 256, "outer_steps": 3, "hyper_every": 2,
+           "inner_epochs": 1 if method == "fds" else 3, **({"reset_every": 4} if method == "oho" else {})}
+    straight = run_direct(cfg, 3)
+    first, last = straight[0], straight[-1]
+    # the MLP has 2 layers: per-layer lr, weight decay and L2; shared beta1 and label smoothing
+    assert {"lr_1", "weight_decay_1", "l2_1", "beta1_0", "label_smoothing_0"} <= set(last)
+    assert "lr_2" not in last and "beta1_1" not in last and "momentum_0" not in last
+    for key in ("lr_0", "lr_1", "beta1_0", "weight_decay_0", "l2_1", "label_smoothing_0"):
+        assert last[key] != first[key], key
+    assert 0 <= last["label_smoothing_0"] <= 1 and last["beta1_0"] < 1
+    assert last["val_acc"] > 0.5 and last["skipped_updates"] == 0  # AdamW trained the MLP
+    keys = ("val_loss", "lr_0", "lr_1", "beta1_0", "l2_1", "label_smoothing_0")
+    resumed = run_direct(cfg, 3, checkpoint_at=2, tmp_path=tmp_path)
+    assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in straight]

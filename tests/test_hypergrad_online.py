@@ -44,7 +44,7 @@ def test_oho_updates_every_k_steps_and_keeps_the_influence():
     infos = [oho.step(b, val) for b in batches]
     assert [i is not None for i in infos] == [(t + 1) % 3 == 0 for t in range(len(batches))]
     assert oho.hparams["lr"].item() != 0.2 and oho.hparams["momentum"].item() == 0.8
-    assert any(x.abs().max() > 0 for x in oho.tw.values())
+    assert any(x.abs().max() > 0 for x in oho.state.tweights.values())
     with pytest.raises(ValueError, match="val_batch"):
         OnlineHypergrad(model, CE, HP, ClippedSGD({"lr": 0.1}), every=1).step(batches[0])
 

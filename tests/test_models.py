@@ -4,7 +4,10 @@ import torch
 from trainables.models import MODELS, build_model
 
 
-@pytest.mark.parametrize("name", MODELS)
+IMAGE_MODELS = [m for m in MODELS if m != "cnn1d"]   # cnn1d takes signals: test_benchmark_units
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_models_map_inputs_to_class_scores(name, shape):
     torch.manual_seed(0)
@@ -28,7 +31,7 @@ def test_mlp_options_and_bad_input():
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
     assert [l.out_features for l in linears] == [7, 5, 3]
     assert any(isinstance(m, torch.nn.Tanh) for m in model)
-    with pytest.raises(ValueError, match="mlp, lenet, wrn-16-1"):
+    with pytest.raises(ValueError, match="mlp, cnn1d, lenet, wrn-16-1"):
         build_model("resnet50", (3, 32, 32), 10)
     with pytest.raises(ValueError, match="activation"):
         build_model("mlp", (16,), 3, activation="gelu")

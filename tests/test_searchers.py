@@ -175,3 +175,18 @@ def test_random_search_uses_rays_distributions():
     assert len(counts) == 3 and counts.min() > 900  # 0, 1, 2 equally often; 3 never
     logs = np.log10([c["lr"] for c in configs])
     assert abs(np.mean(logs < -2) - 0.5) < 0.05  # log-uniform: half the mass below 1e-2
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: TPESearch(n_startup_trial=3), "TPESearch: 'n_startup_trial'.*did you mean 'n_startup_trials'"),
+    (lambda: CMAESSearch(foo=1), "CMAESSearch: 'foo' is not an argument"),
+    (lambda: CMAESSearch(sigma=0.5), "did you mean 'sigma0'"),
+    (lambda: CMAESSearch(sigma0="a"), "sigma0 must be a finite number > 0"),
+    (lambda: CMAESSearch(independent_sampler=None), "'independent_sampler' is set by this class"),
+])
+def test_misspelled_or_invalid_arguments_fail_at_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+    # a sampler's own arguments still pass through
+    TPESearch(n_ei_candidates=8)
+    CMAESSearch(restart_strategy=None)

@@ -53,6 +53,9 @@ def test_checkpoint_restore_continues_exactly(tmp_path):
     ({"momentum": 1.0}, r"momentum.*\[0, 1\)"),
     ({"weight_decay": float("nan")}, "weight_decay"),
     ({"batch_size": 0}, "batch_size"),
+    ({"momentm": 0.9}, "unknown config key 'momentm' for SupervisedTrainable; did you mean 'momentum'"),
+    ({"learning_rate": 0.1}, "unknown config key 'learning_rate'.*did you mean 'lr_0'"),
+    ({"dataset": "digts"}, "did you mean 'digits'"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -41,3 +41,29 @@ def task(reference=None, reference_path=None):
 def task_with_stored_reference():
     """For the reference command: ``user_task:task_with_stored_reference``."""
     return task(reference_path=os.environ["USER_TASK_REFERENCE"])
+
+
+def signals(n, seed):
+    """Noisy 1D signals with a bump left (class 0) or right (class 1) of the middle."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    centre = torch.where(y == 1, 0.7, 0.3)[:, None]
+    x = torch.exp(-((torch.linspace(0, 1, 16) - centre) / 0.1) ** 2) + 0.3 * torch.randn(n, 16, generator=g)
+    return x[:, None, :], y
+
+
+def tiny_cnn(config):
+    from torch import nn
+
+    return nn.Sequential(nn.Conv1d(1, 4, 5, padding=2), nn.Tanh(), nn.AdaptiveAvgPool1d(2),
+                         nn.Flatten(), nn.Linear(8, 2))
+
+
+def own_model_task():
+    """An SGD task on the user's own model and data: black-box and gradient methods both run."""
+    from tune_ext.benchmark import sgd_task
+
+    return sgd_task("bumps", model_fn=tiny_cnn, data={"train": signals(256, 0), "test": signals(128, 1)},
+                    epochs=4, batch_size=32, n_lr_windows=2, reference=1.0, target_regret=0.05)

@@ -2,15 +2,40 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from trainables.data import DATASETS
 from trainables.models import MODELS
+from trainables.registry import did_you_mean
+
+TASK_KEYS = ("dataset", "model", "batch_size", "seed", "data_root", "model_kwargs", "dataset_kwargs")
+
+
+def refuse_unknown_keys(config: dict, known, owner: str, patterns=(), aliases=None) -> None:
+    """ValueError for the first key of ``config`` that ``owner`` does not read, with the closest.
+
+    known: the valid keys; patterns: regexes of valid key families (``lr_\\d+``); aliases: other
+    names people use for a key (``{"learning_rate": "lr_0"}``), suggested when no key is close.
+    """
+    aliases = aliases or {}
+    for key in config:
+        if key in known or any(re.fullmatch(p, str(key)) for p in patterns):
+            continue
+        hint = did_you_mean(key, known)
+        if not hint and key in aliases:
+            hint = f"; did you mean {aliases[key]!r}?"
+        raise ValueError(f"unknown config key {key!r} for {owner}{hint} (valid keys: "
+                         f"{', '.join(sorted(known))}{''.join(', ' + p for p in patterns)})")
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """What every trainable shares: the data, the model, the batch size and the seed."""
+    """What every trainable shares: the data, the model, the batch size and the seed.
+
+    With a user's own data (``data=``) or model (``model_fn=``) the config must not also name a
+    built-in one: ``dataset`` / ``model`` are then None.
+    """
 
     dataset: str = "digits"
     model: str = "mlp"
@@ -21,13 +46,18 @@ class TaskConfig:
     dataset_kwargs: tuple = ()
 
     @classmethod
-    def from_config(cls, config: dict) -> "TaskConfig":
-        dataset = config.get("dataset", cls.dataset)
-        if dataset not in DATASETS:
-            raise ValueError(f"config['dataset'] must be one of {', '.join(DATASETS)}; got {dataset!r}")
-        model = config.get("model", cls.model)
-        if model not in MODELS:
-            raise ValueError(f"config['model'] must be one of {', '.join(MODELS)}; got {model!r}")
+    def from_config(cls, config: dict, *, own_data: bool = False, own_model: bool = False) -> "TaskConfig":
+        dataset = model = None
+        if own_data:
+            _not_both(config, "dataset", "data", ("dataset_kwargs", "data_root"))
+        else:
+            dataset = config.get("dataset", cls.dataset)
+            DATASETS.lookup(dataset, "dataset")
+        if own_model:
+            _not_both(config, "model", "model_fn", ())
+        else:
+            model = config.get("model", cls.model)
+            MODELS.lookup(model, "model")
         batch_size = positive_int(config, "batch_size", cls.batch_size)
         seed = config.get("seed", cls.seed)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -35,6 +65,13 @@ class TaskConfig:
         return cls(dataset, model, batch_size, seed, config.get("data_root"),
                    tuple(sorted(dict(config.get("model_kwargs") or {}).items())),
                    tuple(sorted(dict(config.get("dataset_kwargs") or {}).items())))
+
+
+def _not_both(config, key, argument, related):
+    for k in (key, *related):
+        if k in config:
+            raise ValueError(f"config[{k!r}] is for a built-in {key}, but {argument}= gives your own: "
+                             f"drop one of them")
 
 
 @dataclass(frozen=True)

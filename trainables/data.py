@@ -1,46 +1,151 @@
-"""Datasets by name, as train / validation / test tensors.
+"""Datasets as train / validation / test tensors: the built-in ones by name, or a user's own.
 
-The validation split is always carved out of the training data, never out of the test split
-(Micaelli & Storkey 2021 stress this: validating on the test set flatters greedy methods).
+Every dataset, built-in or not, goes through ``as_splits``: the data as ``{"train": ..., "val":
+..., "test": ...}`` where each part is a pair of tensors (or arrays) ``(inputs, targets)`` or a
+map-style ``torch.utils.data.Dataset`` of ``(input, target)`` pairs. When no validation part is
+given it is carved out of the training data, never out of the test split (Micaelli & Storkey 2021
+stress this: validating on the test set flatters greedy methods). Built-in datasets are loaders
+registered in ``DATASETS`` that return such a mapping; a new one is one ``register_dataset`` line.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-DATASETS = ("digits", "mnist1d", "synthetic", "mnist", "svhn", "cifar10")
+from trainables.registry import Registry
+
 VISION_DATASETS = ("mnist", "svhn", "cifar10")
+PARTS = ("train", "val", "test")
+OPTIONAL = ("num_classes",)
 
 
 @dataclass
 class Splits:
-    """Tensors of one dataset: inputs are float32 (N, C, H, W) or (N, D), targets int64 (N,)."""
+    """Tensors of one dataset: inputs (N, ...) of a float dtype, targets (N,) or (N, ...).
+
+    Integer targets are class labels (``num_classes`` = the largest label + 1, accuracy is
+    reported); float targets are regression targets (``num_classes`` is None, no accuracy).
+    ``x_test``/``y_test`` are None when the data has no test split.
+    """
 
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    num_classes: int | None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def classification(self) -> bool:
+        return self.num_classes is not None
+
     def to(self, device) -> "Splits":
-        moved = {k: getattr(self, k).to(device) for k in
+        moved = {k: None if getattr(self, k) is None else getattr(self, k).to(device) for k in
                  ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
         return Splits(name=self.name, num_classes=self.num_classes, **moved)
 
 
+def as_splits(data, *, val_fraction: float = 0.1, split_seed: int = 0, name: str = "custom") -> Splits:
+    """A dataset as ``Splits``: the one path for built-in and user data.
+
+    data: a ``Splits`` (returned as is) or a mapping with ``"train"`` and optionally ``"val"`` and
+        ``"test"``, each ``(inputs, targets)`` tensors/arrays or a map-style Dataset of pairs (and
+        optionally ``"num_classes"`` when the labels do not show every class).
+    val_fraction: share of the training data held out for validation when ``"val"`` is missing
+        (stratified per class for integer targets, a seeded random subset otherwise).
+    split_seed: seed of that hold-out.
+    """
+    if isinstance(data, Splits):
+        return data
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not hasattr(data, "keys") or "train" not in data:
+        raise ValueError(f"data must be a mapping with a 'train' part (and optionally 'val' and "
+                         f"'test'), each (inputs, targets) or a map-style Dataset; got {type(data).__name__}")
+    unknown = sorted(set(data.keys()) - set(PARTS) - set(OPTIONAL))
+    if unknown:
+        from trainables.registry import did_you_mean
+        raise ValueError(f"data has unknown part {unknown[0]!r}{did_you_mean(unknown[0], PARTS + OPTIONAL)} "
+                         f"(parts are 'train', 'val', 'test', and 'num_classes' if not every class occurs)")
+    parts = {k: _pair(data[k], k) for k in PARTS if data.get(k) is not None}
+    x_tr, y_tr = parts["train"]
+    if "val" in parts:
+        x_va, y_va = parts["val"]
+    else:
+        keep, held = _holdout(y_tr, val_fraction, split_seed)
+        x_tr, y_tr, x_va, y_va = x_tr[keep], y_tr[keep], x_tr[held], y_tr[held]
+    x_te, y_te = parts.get("test", (None, None))
+    labels = [y for y in (y_tr, y_va, y_te) if y is not None]
+    integer = not (y_tr.is_floating_point() or y_tr.is_complex())
+    if any((y.is_floating_point() or y.is_complex()) == integer for y in labels):
+        raise ValueError("data targets must be all integer class labels or all float values")
+    num_classes = None
+    if integer:
+        num_classes = max(int(data.get("num_classes") or 0), max(int(y.max()) for y in labels) + 1)
+    return Splits(name, x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes)
+
+
+def _pair(part, key):
+    """(inputs, targets) tensors from a pair of tensors/arrays or a map-style Dataset."""
+    if isinstance(part, (tuple, list)) and len(part) == 2:
+        x, y = (torch.as_tensor(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else torch.as_tensor(a)
+                for a in part)
+    elif hasattr(part, "__getitem__") and hasattr(part, "__len__"):
+        items = [part[i] for i in range(len(part))]
+        if not items or len(items[0]) != 2:
+            raise ValueError(f"data[{key!r}] must yield (input, target) pairs")
+        x = torch.stack([torch.as_tensor(i[0]) for i in items])
+        y = torch.stack([torch.as_tensor(i[1]) for i in items])
+    else:
+        raise ValueError(f"data[{key!r}] must be (inputs, targets) or a map-style Dataset, got "
+                         f"{type(part).__name__}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"data[{key!r}] must have as many (>= 1) inputs as targets, got {len(x)} and {len(y)}")
+    if not x.is_floating_point():
+        x = x.float()
+    return x, y
+
+
+def _holdout(y: torch.Tensor, fraction: float, seed: int):
+    """Indices (kept, held out): stratified per class for labels, a random subset for values."""
+    if y.is_floating_point():
+        order = np.random.default_rng(seed).permutation(len(y))
+        n = max(1, int(round(fraction * len(y))))
+        held, keep = np.sort(order[:n]), np.sort(order[n:])
+    else:
+        keep, held = _stratified_indices(y.numpy(), fraction, seed)
+    if len(keep) == 0:
+        raise ValueError(f"too little training data ({len(y)}) to hold out a validation split")
+    return torch.as_tensor(keep), torch.as_tensor(held)
+
+
+DATASETS = Registry("dataset")
+
+
+def register_dataset(name: str, loader: Callable) -> Callable:
+    """Make ``config["dataset"] = name`` load ``loader(root=..., **dataset_kwargs)``.
+
+    loader: returns what ``as_splits`` takes (a mapping of parts, or ``Splits``); it may accept
+        ``root`` (where data lives on disk) and any options given as ``config["dataset_kwargs"]``.
+    """
+    return DATASETS.register(name, loader)
+
+
 def load_dataset(name: str = "digits", *, root: str | None = None, val_fraction: float = 0.1,
                  split_seed: int = 0, **kwargs) -> Splits:
-    """Return the train / validation / test splits of dataset ``name``.
+    """Return the train / validation / test splits of the registered dataset ``name``.
 
     name: one of ``DATASETS``. ``digits`` (scikit-learn's bundled 8x8 digits) needs nothing;
         ``mnist1d`` (Greydanus 2020, 4000 train / 1000 test signals of length 40) is generated
@@ -51,33 +156,35 @@ def load_dataset(name: str = "digits", *, root: str | None = None, val_fraction:
     split_seed: seed of the train/validation (and, for digits, test) split, fixed per task so
         every trial and method sees the same splits.
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    loader = DATASETS.lookup(name)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if name == "synthetic":
-        return _synthetic(**kwargs)
-    if kwargs:
-        raise ValueError(f"dataset {name!r} takes no options {sorted(kwargs)}")
-    if name == "digits":
-        x, y = _digits_arrays()
-        # digits ships as one pool: a fixed stratified 20% is the test split
-        x_tr, y_tr, x_te, y_te = _stratified_split(x, y, 0.2, seed=12345)
-    elif name == "mnist1d":
-        x_tr, y_tr, x_te, y_te = mnist1d_arrays()
-    else:
-        x_tr, y_tr, x_te, y_te = _vision_arrays(name, root)
-    x_tr, y_tr, x_va, y_va = _stratified_split(x_tr, y_tr, val_fraction, seed=split_seed)
-    return Splits(name, *(_tensor(a) for a in (x_tr, y_tr, x_va, y_va, x_te, y_te)),
-                  num_classes=10)
+    params = inspect.signature(loader).parameters
+    takes_root = "root" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    try:
+        inspect.signature(loader).bind(**({"root": root} if takes_root else {}), **kwargs)
+    except TypeError:
+        raise ValueError(f"dataset {name!r} takes no options {sorted(kwargs)}") from None
+    data = loader(**({"root": root} if takes_root else {}), **kwargs)
+    return as_splits(data, val_fraction=val_fraction, split_seed=split_seed, name=name)
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))
+def load_digits() -> dict:
+    """scikit-learn's bundled 8x8 digits as (N, 1, 8, 8) in [0, 1]; a fixed stratified 20% is test."""
+    x, y = _digits_arrays()
+    keep, held = _stratified_indices(y, 0.2, seed=12345)  # digits ships as one pool
+    return {"train": (x[keep], y[keep]), "test": (x[held], y[held])}
 
 
-def _stratified_split(x, y, fraction, seed):
-    """Hold out ``fraction`` of every class (at least one sample each) with a seeded permutation."""
+def load_vision(name: str, root: str | None = None) -> dict:
+    """A torchvision dataset already on disk (mnist, svhn, cifar10), normalised per channel."""
+    x_tr, y_tr, x_te, y_te = _vision_arrays(name, root)
+    return {"train": (x_tr, y_tr), "test": (x_te, y_te)}
+
+
+def _stratified_indices(y, fraction, seed):
+    """(kept, held) indices: ``fraction`` of every class (at least one sample each) held out with
+    a seeded permutation."""
     rng = np.random.default_rng(seed)
     held = []
     for c in np.unique(y):
@@ -85,8 +192,7 @@ def _stratified_split(x, y, fraction, seed):
         rng.shuffle(idx)
         held.append(idx[: max(1, int(round(fraction * len(idx))))])
     held = np.sort(np.concatenate(held))
-    keep = np.setdiff1d(np.arange(len(y)), held)
-    return x[keep], y[keep], x[held], y[held]
+    return np.setdiff1d(np.arange(len(y)), held), held
 
 
 def _digits_arrays():
@@ -127,6 +233,12 @@ def mnist1d_arrays(cache_dir: str | None = None):
     return arrays
 
 
+def load_mnist1d() -> dict:
+    """MNIST-1D's package split (4,000 train / 1,000 test); validation is carved from train."""
+    x_tr, y_tr, x_te, y_te = mnist1d_arrays()
+    return {"train": (x_tr, y_tr), "test": (x_te, y_te), "num_classes": 10}
+
+
 def _generate_mnist1d():
     import random
 
@@ -146,8 +258,8 @@ def _generate_mnist1d():
     return x[0], y[0], x[1], y[1]
 
 
-def _synthetic(n_train: int = 512, n_val: int = 128, n_test: int = 256, n_features: int = 16,
-               n_classes: int = 4, seed: int = 0, noise: float = 1.0) -> Splits:
+def load_synthetic(n_train: int = 512, n_val: int = 128, n_test: int = 256, n_features: int = 16,
+                   n_classes: int = 4, seed: int = 0, noise: float = 1.0) -> dict:
     """Gaussian class clusters around random centres: learnable, but not trivially."""
     for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test),
                        ("n_features", n_features)):
@@ -163,8 +275,7 @@ def _synthetic(n_train: int = 512, n_val: int = 128, n_test: int = 256, n_featur
         x = centres[y] + noise * torch.randn(n, n_features, generator=gen)
         return x.float(), y
 
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = draw(n_train), draw(n_val), draw(n_test)
-    return Splits("synthetic", x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=n_classes)
+    return {"train": draw(n_train), "val": draw(n_val), "test": draw(n_test), "num_classes": n_classes}
 
 
 _VISION_HINT = {
@@ -210,3 +321,10 @@ def _vision_arrays(name, root):
     mean, std = (np.asarray(v, dtype=np.float32)[None, :, None, None] for v in _VISION_STATS[name])
     (x_tr, x_te), (y_tr, y_te) = [(a - mean) / std for a in xs], ys
     return x_tr, y_tr, x_te, y_te
+
+
+register_dataset("digits", load_digits)
+register_dataset("mnist1d", load_mnist1d)
+register_dataset("synthetic", load_synthetic)
+for _name in VISION_DATASETS:
+    register_dataset(_name, functools.partial(load_vision, _name))

@@ -7,16 +7,33 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.config import TaskConfig, non_negative, positive_int
-from trainables.task import ReusableTrainable, epoch_batches, evaluate, load_task, trial_device
+from trainables.config import TASK_KEYS, non_negative, positive_int, refuse_unknown_keys
+from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
+from trainables.registry import did_you_mean
 from tune_ext.hypergrad.engine import forward_run
+from tune_ext.hypergrad.losses import regularised, regularised_cross_entropy
 from tune_ext.hypergrad.online import OnlineHypergrad
-from tune_ext.hypergrad.outer import MOMENTUM_MAX, OPTIMIZERS, make_outer
+from tune_ext.hypergrad.outer import BOUNDS, OPTIMIZERS, make_outer
+from tune_ext.hypergrad.updates import SGD, AdamW, layers_of
 
 METHODS = ("fds", "oho", "hd")
-HPARAMS = ("lr", "momentum", "weight_decay")
-DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "weight_decay": 1e-4}
-CE = torch.nn.functional.cross_entropy
+OPTIMIZERS_INNER = {"sgd": ("lr", "momentum", "weight_decay"), "adamw": ("lr", "beta1", "weight_decay")}
+LOSS_HPARAMS = ("l2", "label_smoothing")  # opt-in: present when any of their keys is in the config
+ALL_HPARAMS = ("lr", "momentum", "beta1", "weight_decay", *LOSS_HPARAMS)
+PER_LAYER = ("lr", "weight_decay", "l2")  # one value per layer with per_layer=True
+DEFAULT_INIT = {"lr": 0.0, "momentum": 0.0, "beta1": 0.9, "weight_decay": 0.0, "l2": 0.0,
+                "label_smoothing": 0.0}
+DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "beta1": 0.05, "weight_decay": 1e-4, "l2": 1e-4,
+                 "label_smoothing": 0.02}
+
+
+def _hparam_keys(h):
+    return (f"n_{h}_windows", f"{h}_init", f"{h}_step")
+
+
+KEYS = (*TASK_KEYS, "method", "optimizer", "per_layer", "inner_epochs", "outer_steps",
+        "outer_optimizer", "clip", "hyper_every", "reset_every", "val_batch_size", "compile",
+        *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
 
 
 @dataclass(frozen=True)
@@ -24,6 +41,9 @@ class HypergradConfig:
     """The gradient-based part of an ``FDSTrainable`` config, validated (errors name the key)."""
 
     method: str
+    optimizer: str
+    per_layer: bool
+    hparams: tuple[str, ...]
     inner_epochs: tuple[int, ...]
     outer_steps: int
     windows: dict
@@ -32,14 +52,21 @@ class HypergradConfig:
     outer_optimizer: str
     clip: float | None
     hyper_every: int
+    reset_every: int | None
     val_batch_size: int | None
     compile: bool
 
     @classmethod
     def from_config(cls, config: dict) -> "HypergradConfig":
-        method = config.get("method", "fds")
-        if method not in METHODS:
-            raise ValueError(f"config['method'] must be one of {', '.join(METHODS)}; got {method!r}")
+        method = _choice(config, "method", METHODS, "fds")
+        optimizer = _choice(config, "optimizer", tuple(OPTIMIZERS_INNER), "sgd")
+        hparams = OPTIMIZERS_INNER[optimizer] + tuple(
+            h for h in LOSS_HPARAMS if any(k in config for k in _hparam_keys(h)))
+        for h in set(ALL_HPARAMS) - set(hparams) - set(LOSS_HPARAMS):
+            for key in (k for k in _hparam_keys(h) if k in config):
+                raise ValueError(f"config[{key!r}] is for a hyperparameter of another optimizer; "
+                                 f"optimizer {optimizer!r} learns {', '.join(hparams)}")
+        per_layer = _flag(config, "per_layer", False)
         epochs = config.get("inner_epochs", 1)
         if isinstance(epochs, (list, tuple)):
             if method != "fds":
@@ -51,20 +78,20 @@ class HypergradConfig:
         else:
             epochs = (positive_int(config, "inner_epochs", 1),)
         outer_steps = positive_int(config, "outer_steps", len(epochs) if len(epochs) > 1 else 10)
-        windows = {h: positive_int(config, f"n_{h}_windows", 1) for h in HPARAMS}
+        windows = {h: positive_int(config, f"n_{h}_windows", 1) for h in hparams}
         if method != "fds" and any(n != 1 for n in windows.values()):
             raise ValueError(f"config['n_*_windows'] must be 1 for method {method!r}: online methods "
                              f"learn one value per hyperparameter (got {windows})")
-        init = {h: non_negative(config, f"{h}_init", 0.0) for h in HPARAMS}
-        if init["momentum"] > MOMENTUM_MAX:
-            raise ValueError(f"config['momentum_init'] must be in [0, {MOMENTUM_MAX}], got {init['momentum']}")
-        steps = {h: non_negative(config, f"{h}_step", DEFAULT_STEPS[h]) for h in HPARAMS}
+        init = {h: non_negative(config, f"{h}_init", DEFAULT_INIT[h]) for h in hparams}
+        for h in hparams:
+            lo, hi = BOUNDS[h]
+            if init[h] > hi:
+                raise ValueError(f"config['{h}_init'] must be in [{lo}, {hi}], got {init[h]}")
+        steps = {h: non_negative(config, f"{h}_step", DEFAULT_STEPS[h]) for h in hparams}
         if not any(steps.values()):
-            raise ValueError("config['lr_step'], ['momentum_step'] and ['weight_decay_step'] are all 0: "
-                             "give at least one a positive outer step size")
-        outer = config.get("outer_optimizer", "sign" if method == "fds" else "sgd")
-        if outer not in OPTIMIZERS:
-            raise ValueError(f"config['outer_optimizer'] must be one of {', '.join(OPTIMIZERS)}; got {outer!r}")
+            raise ValueError(f"config[{', '.join(repr(h + '_step') for h in hparams)}] are all 0: "
+                             f"give at least one a positive outer step size")
+        outer = _choice(config, "outer_optimizer", OPTIMIZERS, "sign" if method == "fds" else "sgd")
         clip = config.get("clip", 1.0)
         if clip is not None:
             clip = non_negative(config, "clip", 1.0)
@@ -73,11 +100,30 @@ class HypergradConfig:
         val_bs = config.get("val_batch_size")
         if val_bs is not None:
             val_bs = positive_int(config, "val_batch_size")
-        compile_ = config.get("compile", False)
-        if not isinstance(compile_, bool):
-            raise ValueError(f"config['compile'] must be True or False, got {compile_!r}")
-        return cls(method, epochs, outer_steps, windows, init, steps, outer,
-                   clip, positive_int(config, "hyper_every", 10), val_bs, compile_)
+        reset_every = config.get("reset_every")
+        if reset_every is not None:
+            if method != "oho":
+                raise ValueError(f"config['reset_every'] is OHO's influence reset (tau); method "
+                                 f"{method!r} does not use it")
+            reset_every = positive_int(config, "reset_every")
+        return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
+                   outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
+                   _flag(config, "compile", False))
+
+
+def _choice(config, key, choices, default):
+    value = config.get(key, default)
+    if value not in choices:
+        raise ValueError(f"config[{key!r}] must be one of {', '.join(choices)}; got {value!r}"
+                         f"{did_you_mean(value, choices)}")
+    return value
+
+
+def _flag(config, key, default):
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"config[{key!r}] must be True or False, got {value!r}")
+    return value
 
 
 class IndexedBatches:
@@ -95,26 +141,38 @@ class IndexedBatches:
 
 
 class FDSTrainable(ReusableTrainable):
-    """Learns its SGD schedule from exact hypergradients: FDS, OHO or HD as a Ray Tune trainable.
+    """Learns its training hyperparameters from exact hypergradients: FDS, OHO or HD in Ray Tune.
 
     FDS is Micaelli & Storkey, "Gradient-based Hyperparameter Optimization Over Long Horizons"
     (NeurIPS 2021); OHO is Im, Savin & Cho (2021); HD is Baydin et al. (ICLR 2018).
 
     Config (defaults in brackets): ``dataset``, ``model``, ``batch_size``, ``seed`` (as for
-    ``SupervisedTrainable``); ``method`` ["fds"] | "oho" | "hd"; ``inner_epochs`` [1]: for "fds"
+    ``SupervisedTrainable``, including your own ``model_fn`` / ``data`` / ``loss_fn`` through
+    ``tune.with_parameters``); ``method`` ["fds"] | "oho" | "hd"; ``inner_epochs`` [1]: for "fds"
     the length of each inner run, a number or a list with one entry per outer step (the last one
     repeats); for the online methods the length of the run; ``outer_steps`` [len(list) or 10]
     ("fds" only); ``n_lr_windows``, ``n_momentum_windows``, ``n_weight_decay_windows`` [1];
     ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0]; outer step sizes ``lr_step`` [0.1],
     ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0 freezes that hyperparameter);
     ``outer_optimizer`` ["sign" for fds, "sgd" online] | "adam"; ``clip`` [1.0, None = off; not used
-    by "sign"]; ``hyper_every`` [10] (OHO's k); ``val_batch_size`` [batch_size] (OHO); ``compile``
-    [False]: ``torch.compile`` the differentiated step (a one-off compilation of seconds per worker
-    process, then several times faster steps on small models: worth it for long runs).
+    by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
+    influence every tau steps; 1 is the greedy limit); ``val_batch_size`` [batch_size] (OHO);
+    ``compile`` [False]: ``torch.compile`` the differentiated step (a one-off compilation of
+    seconds per worker process, then several times faster steps on small models).
+
+    Beyond SGD: ``optimizer`` ["sgd"] | "adamw" (``torch.optim.AdamW``; learns ``lr``, ``beta1``
+    [init 0.9, step 0.05] and ``weight_decay`` instead of momentum); loss hyperparameters, present
+    when any of their keys is given: ``l2`` (an L2 term ``l2/2 ||w||^2`` in the training loss, step
+    [1e-4]) and ``label_smoothing`` (step [0.02]; needs the default cross-entropy); ``per_layer``
+    [False]: one ``lr``, ``weight_decay`` and ``l2`` per layer (module owning parameters), reported
+    as ``lr_0 ..`` window-major. Every hyperparameter has ``n_<h>_windows``, ``<h>_init``,
+    ``<h>_step``; outer updates are clamped to valid ranges (beta1, momentum <= 0.999, label
+    smoothing <= 1), and an out-of-range init is a ValueError naming the key.
 
     "fds": one ``step()`` = a full inner run from the same initial weights with forward-mode
     hypergradients of the validation loss, then one outer update. "oho"/"hd": one ``step()`` = one
-    epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_acc`` (of the inner run, for
+    epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc`` (as
+    ``SupervisedTrainable``: no accuracy for float targets; of the inner run, for
     "fds" with the hyperparameters reported alongside), ``lr_0 ..``, ``momentum_0 ..``,
     ``weight_decay_0 ..``, ``hypergrad_norm_<name>``, ``skipped_updates``. Checkpoints the
     hyperparameters, the outer optimiser's state and the shuffling RNG (and, online, the model, its
@@ -130,94 +188,136 @@ class FDSTrainable(ReusableTrainable):
                          "lr_init": 0.0, "lr_step": 0.1, "outer_steps": 5})
     """
 
-    def setup(self, config):
-        self.task = TaskConfig.from_config(config)
-        self.hc = HypergradConfig.from_config(config)
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        refuse_unknown_keys(config, KEYS, "FDSTrainable", aliases={"learning_rate": "lr_init", "lr": "lr_init"})
+        self.hc = hc = HypergradConfig.from_config(config)
         self.device = trial_device()
-        self.data, self.model = load_task(self.task, self.device)
+        self.task, self.parts = load_task(config, self.device, model_fn=model_fn, data=data, loss_fn=loss_fn)
+        self.data, self.model = self.parts.data, self.parts.model
         self.eval_model = copy.deepcopy(self.model)
-        dtype = next(self.model.parameters()).dtype
-        hparams = {h: torch.full((self.hc.windows[h],), self.hc.init[h], dtype=dtype, device=self.device)
-                   for h in HPARAMS}
-        kwargs = {} if self.hc.outer_optimizer == "sign" else {"clip": self.hc.clip}
-        self.outer = make_outer(self.hc.outer_optimizer,
-                                {h: s for h, s in self.hc.steps.items() if s > 0}, **kwargs)
-        outer = self.outer
-        self.hparams = hparams
-        self.online = None
-        if self.hc.method != "fds":
-            self.online = OnlineHypergrad(self.model, CE, hparams, outer, method=self.hc.method,
-                                          every=self.hc.hyper_every, compile=self.hc.compile)
+        self.engine = self._engine_parts(loss_fn)
+        kwargs = {} if hc.outer_optimizer == "sign" else {"clip": hc.clip}
+        self.outer = make_outer(hc.outer_optimizer, {h: s for h, s in hc.steps.items() if s > 0}, **kwargs)
         self.shuffle = torch.Generator().manual_seed(self.task.seed)
         self.val_shuffle = torch.Generator().manual_seed(self.task.seed + 1)
         self.done_steps = 0
         self.hypergrads = None
+        self.method = (FDSOuterSteps if hc.method == "fds" else OnlineEpochs)(self)
 
-    def _epoch_batches(self):
+    def _engine_parts(self, own_loss) -> dict:
+        """The update rule and training loss the config asks for, and the starting hyperparameters."""
+        hc = self.hc
+        layer_of = layers_of(self.model) if hc.per_layer else None
+        n_layers = len(set(layer_of.values())) if layer_of else 1
+        update = (SGD if hc.optimizer == "sgd" else AdamW)(layer_of)
+        train_loss = None
+        if "label_smoothing" in hc.hparams:
+            if own_loss is not None or not self.data.classification:
+                raise ValueError("config['label_smoothing_*'] needs the default cross-entropy loss "
+                                 "(class labels, no loss_fn)")
+            train_loss = regularised_cross_entropy(layer_of)
+        elif "l2" in hc.hparams:
+            train_loss = regularised(self.parts.loss_fn, layer_of)
+        dtype = next(self.model.parameters()).dtype
+        hparams = {h: torch.full((hc.windows[h],) + ((n_layers,) if hc.per_layer and h in PER_LAYER else ()),
+                                 hc.init[h], dtype=dtype, device=self.device) for h in hc.hparams}
+        return {"update": update, "train_loss": train_loss, "hparams": hparams}
+
+    def epoch_batches(self):
         return epoch_batches(len(self.data.y_train), self.task.batch_size, self.shuffle, self.device)
 
     def step(self):
-        result = self._fds_step() if self.online is None else self._online_step()
+        result = self.method.step()
         self.done_steps += 1
-        val_loss, val_acc = evaluate(self.eval_model, self.data.x_val, self.data.y_val)
-        _, test_acc = evaluate(self.eval_model, self.data.x_test, self.data.y_test)
-        limit = self.hc.outer_steps if self.online is None else self.hc.inner_epochs[0]
-        result.update(val_loss=val_loss, val_acc=val_acc, test_acc=test_acc,
-                      skipped_updates=self.outer.skipped, done=self.done_steps >= limit)
+        result.update(scores(self.eval_model, self.parts), skipped_updates=self.outer.skipped,
+                      done=self.done_steps >= self.method.limit)
         for name, g in (self.hypergrads or {}).items():
             result[f"hypergrad_norm_{name}"] = float(g.norm())
         return result
 
-    def _fds_step(self):
-        epochs = self.hc.inner_epochs[min(self.done_steps, len(self.hc.inner_epochs) - 1)]
-        indices = [idx for _ in range(epochs) for idx in self._epoch_batches()]
-        batches = IndexedBatches(self.data.x_train, self.data.y_train, indices)
+    def save_checkpoint(self, checkpoint_dir):
+        state = {"method": self.method.state_dict(), "outer": self.outer.state_dict(),
+                 "done": self.done_steps, "shuffle": self.shuffle.get_state(),
+                 "val_shuffle": self.val_shuffle.get_state(), "hypergrads": self.hypergrads}
+        torch.save(state, os.path.join(checkpoint_dir, "state.pt"))
+
+    def load_checkpoint(self, checkpoint):
+        state = torch.load(os.path.join(checkpoint, "state.pt"), map_location=self.device)
+        self.done_steps, self.hypergrads = state["done"], state["hypergrads"]
+        self.outer.load_state_dict(state["outer"])
+        self.shuffle.set_state(state["shuffle"].cpu())
+        self.val_shuffle.set_state(state["val_shuffle"].cpu())
+        self.method.load_state_dict(state["method"])
+
+
+class FDSOuterSteps:
+    """FDS: one ``step()`` is a whole inner run from the same initial weights, then one outer update."""
+
+    def __init__(self, trainable: FDSTrainable):
+        self.tr = trainable
+        self.hparams = trainable.engine["hparams"]
+        self.limit = trainable.hc.outer_steps
+
+    def step(self) -> dict:
+        tr, hc = self.tr, self.tr.hc
+        epochs = hc.inner_epochs[min(tr.done_steps, len(hc.inner_epochs) - 1)]
+        indices = [idx for _ in range(epochs) for idx in tr.epoch_batches()]
+        batches = IndexedBatches(tr.data.x_train, tr.data.y_train, indices)
         used = self.hparams
-        run = forward_run(self.model, CE, batches, (self.data.x_val, self.data.y_val), used,
-                          compile=self.hc.compile)
-        self.eval_model.load_state_dict({**run.weights, **run.buffers})
-        self.hypergrads = run.hypergrads
-        self.hparams, info = self.outer.step(used, run.hypergrads)
+        run = forward_run(tr.model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), used,
+                          update=tr.engine["update"], train_loss=tr.engine["train_loss"], compile=hc.compile)
+        tr.eval_model.load_state_dict({**run.weights, **run.buffers})
+        tr.hypergrads = run.hypergrads
+        self.hparams, info = tr.outer.step(used, run.hypergrads)
         # the hyperparameters that produced this run's scores (the update goes to the next run)
-        return {**_flat(used), "outer_step": self.done_steps + 1, "inner_epochs": epochs,
+        return {**_flat(used), "outer_step": tr.done_steps + 1, "inner_epochs": epochs,
                 "inner_steps": len(batches), "hypergrad_nonfinite": len(info["nonfinite"])}
 
-    def _online_step(self):
-        x, y = self.data.x_train, self.data.y_train
-        xv, yv = self.data.x_val, self.data.y_val
-        vbs = self.hc.val_batch_size or self.task.batch_size
+    def state_dict(self) -> dict:
+        return {"hparams": self.hparams}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.hparams = state["hparams"]
+
+
+class OnlineEpochs:
+    """OHO / HD: one ``step()`` is one epoch of joint training of the weights and hyperparameters."""
+
+    def __init__(self, trainable: FDSTrainable):
+        self.tr, hc = trainable, trainable.hc
+        self.online = OnlineHypergrad(
+            trainable.model, trainable.parts.loss_fn, trainable.engine["hparams"], trainable.outer,
+            method=hc.method, every=hc.hyper_every, reset_every=hc.reset_every,
+            update=trainable.engine["update"], train_loss=trainable.engine["train_loss"],
+            compile=hc.compile)
+        self.limit = hc.inner_epochs[0]
+
+    def step(self) -> dict:
+        tr, hc = self.tr, self.tr.hc
+        x, y = tr.data.x_train, tr.data.y_train
+        xv, yv = tr.data.x_val, tr.data.y_val
+        vbs = hc.val_batch_size or tr.task.batch_size
         updates = nonfinite = 0
-        for idx in self._epoch_batches():
+        for idx in tr.epoch_batches():
             val = None
-            if self.hc.method == "oho" and (self.online.t + 1) % self.hc.hyper_every == 0:
-                vidx = torch.randperm(len(yv), generator=self.val_shuffle)[:vbs].to(self.device)
+            if hc.method == "oho" and (self.online.t + 1) % hc.hyper_every == 0:
+                vidx = torch.randperm(len(yv), generator=tr.val_shuffle)[:vbs].to(tr.device)
                 val = (xv[vidx], yv[vidx])
             info = self.online.step((x[idx], y[idx]), val)
             if info is not None:
                 updates += 1
                 nonfinite += bool(info["skipped"])
-                self.hypergrads = info["hypergrads"]
-        self.online.load_into(self.eval_model)
-        return {**_flat(self.online.hparams), "epoch": self.done_steps + 1, "outer_updates": updates,
+                tr.hypergrads = info["hypergrads"]
+        self.online.load_into(tr.eval_model)
+        return {**_flat(self.online.hparams), "epoch": tr.done_steps + 1, "outer_updates": updates,
                 "hypergrad_nonfinite": nonfinite}
 
-    def save_checkpoint(self, checkpoint_dir):
-        state = {"hparams": self.hparams, "outer": self.outer.state_dict(), "done": self.done_steps,
-                 "shuffle": self.shuffle.get_state(), "val_shuffle": self.val_shuffle.get_state(),
-                 "hypergrads": self.hypergrads}
-        if self.online is not None:
-            state["online"] = self.online.state_dict()
-        torch.save(state, os.path.join(checkpoint_dir, "state.pt"))
+    def state_dict(self) -> dict:
+        return self.online.state_dict()
 
-    def load_checkpoint(self, checkpoint):
-        state = torch.load(os.path.join(checkpoint, "state.pt"), map_location=self.device)
-        self.hparams, self.done_steps, self.hypergrads = state["hparams"], state["done"], state["hypergrads"]
-        self.outer.load_state_dict(state["outer"])
-        self.shuffle.set_state(state["shuffle"].cpu())
-        self.val_shuffle.set_state(state["val_shuffle"].cpu())
-        if self.online is not None:
-            self.online.load_state_dict(state["online"])
-            self.online.load_into(self.eval_model)
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state)
+        self.online.load_into(self.tr.eval_model)
 
 
 def _flat(hparams: dict) -> dict:

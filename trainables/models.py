@@ -1,13 +1,25 @@
-"""Models by name, sized from the dataset's input shape and class count."""
+"""Models by name, sized from the dataset's input shape and class count.
+
+Built-in models are factories ``(input_shape, num_classes, **model_kwargs) -> nn.Module`` registered
+in ``MODELS``; a new one is one ``register_model`` line.
+"""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
-MODELS = ("mlp", "cnn1d", "lenet", "wrn-16-1")
+from trainables.registry import Registry
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+MODELS = Registry("model")
+
+
+def register_model(name: str, factory: Callable) -> Callable:
+    """Make ``config["model"] = name`` build ``factory(input_shape, num_classes, **model_kwargs)``."""
+    return MODELS.register(name, factory)
 
 
 def build_model(name: str, input_shape, num_classes: int, **kwargs) -> nn.Module:
@@ -15,26 +27,22 @@ def build_model(name: str, input_shape, num_classes: int, **kwargs) -> nn.Module
 
     name: ``mlp`` (kwargs ``hidden=(128,)``, ``activation="relu"|"tanh"``), ``lenet`` (LeNet-5 with
         padded convolutions, so 8x8 digits fit), ``cnn1d`` (two strided 1D convolutions for
-        (C, L) signals such as MNIST-1D, kwarg ``channels=32``) or ``wrn-16-1`` (the wide ResNet of the FDS
-        paper's CIFAR-10 experiments, pre-activation blocks with BatchNorm).
+        (C, L) signals such as MNIST-1D, kwarg ``channels=32``) or ``wrn-16-1`` (the wide ResNet
+        of the FDS paper's CIFAR-10 experiments, pre-activation blocks with BatchNorm), or any
+        registered name.
     input_shape: one example's shape, (D,) or (C, H, W).
     """
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
+    factory = MODELS.lookup(name)
     input_shape = tuple(int(s) for s in input_shape)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if name == "mlp":
-        return MLP(math.prod(input_shape), num_classes, **kwargs)
-    if name == "cnn1d":
-        if len(input_shape) != 2:
-            raise ValueError(f"model 'cnn1d' needs signal inputs (C, L); got shape {input_shape}")
-        return CNN1D(input_shape, num_classes, **kwargs)
+    if num_classes is None or num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes} (built-in models classify; "
+                         f"for regression bring your own model)")
+    return factory(input_shape, num_classes, **kwargs)
+
+
+def _images(name, input_shape):
     if len(input_shape) != 3:
         raise ValueError(f"model {name!r} needs image inputs (C, H, W); got shape {input_shape}")
-    if name == "lenet":
-        return LeNet(input_shape, num_classes, **kwargs)
-    return WideResNet(input_shape[0], num_classes, depth=16, width=1, **kwargs)
 
 
 class MLP(nn.Sequential):
@@ -57,6 +65,8 @@ class CNN1D(nn.Sequential):
     parameters on MNIST-1D (c = 32, length 40)."""
 
     def __init__(self, input_shape, num_classes: int, channels: int = 32):
+        if len(input_shape) != 2:
+            raise ValueError(f"model 'cnn1d' needs signal inputs (C, L); got shape {tuple(input_shape)}")
         c, length = input_shape
         for _ in range(2):
             length = (length - 5) // 2 + 1
@@ -119,3 +129,10 @@ class WideResNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.body(x))
+
+
+register_model("mlp", lambda shape, classes, **kw: MLP(math.prod(shape), classes, **kw))
+register_model("cnn1d", lambda shape, classes, **kw: CNN1D(shape, classes, **kw))
+register_model("lenet", lambda shape, classes, **kw: _images("lenet", shape) or LeNet(shape, classes, **kw))
+register_model("wrn-16-1", lambda shape, classes, **kw: _images("wrn-16-1", shape)
+               or WideResNet(shape[0], classes, depth=16, width=1, **kw))

@@ -6,9 +6,11 @@ import os
 
 import torch
 
-from trainables.config import SGDSchedule, TaskConfig, positive_int
-from trainables.task import ReusableTrainable, epoch_batches, evaluate, load_task, trial_device
+from trainables.config import TASK_KEYS, SGDSchedule, positive_int, refuse_unknown_keys
+from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from tune_ext.hypergrad.schedule import window_index
+
+KEYS = (*TASK_KEYS, "epochs", "momentum", "weight_decay")
 
 
 class SupervisedTrainable(ReusableTrainable):
@@ -18,9 +20,15 @@ class SupervisedTrainable(ReusableTrainable):
     ``seed`` [0], ``epochs`` [20] (the horizon the learning-rate windows are spread over),
     ``lr_0 .. lr_{k-1}`` (required), ``momentum`` [0], ``weight_decay`` [0]; optionally
     ``model_kwargs``, ``dataset_kwargs``, ``data_root``. Step t of T = epochs * batches per epoch
-    uses ``lr_{floor(k t / T)}``.
+    uses ``lr_{floor(k t / T)}``. Any other key is refused (ValueError with the closest valid key).
 
-    Reports ``train_loss``, ``val_loss``, ``val_acc``, ``test_acc`` and ``epoch``. Checkpoints hold
+    Your own model, data and loss come in through ``tune.with_parameters`` (then the config has no
+    ``dataset`` / ``model``): ``model_fn`` (``config -> nn.Module``), ``data`` (``{"train": (x, y)
+    or Dataset, "val": ..., "test": ...}``, validation carved from train when missing) and
+    ``loss_fn`` (``(output, target) -> scalar``, cross-entropy by default).
+
+    Reports ``train_loss``, ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc`` and ``epoch``
+    (no accuracy for float targets, no ``test_*`` without test data). Checkpoints hold
     the model, the optimiser, the shuffling RNG and the epoch, so a paused or failed trial resumes
     with exactly the numbers of an uninterrupted run.
 
@@ -36,12 +44,14 @@ class SupervisedTrainable(ReusableTrainable):
                          "momentum": tune.uniform(0.0, 0.99)})
     """
 
-    def setup(self, config):
-        self.task = TaskConfig.from_config(config)
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        refuse_unknown_keys(config, KEYS, "SupervisedTrainable", patterns=(r"lr_\d+",),
+                            aliases={"learning_rate": "lr_0", "lr": "lr_0"})
         self.schedule = SGDSchedule.from_config(config)
         self.epochs = positive_int(config, "epochs", 20)
         self.device = trial_device()
-        self.data, self.model = load_task(self.task, self.device)
+        self.task, self.parts = load_task(config, self.device, model_fn=model_fn, data=data, loss_fn=loss_fn)
+        self.data, self.model = self.parts.data, self.parts.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.schedule.lrs[0],
                                          momentum=self.schedule.momentum,
                                          weight_decay=self.schedule.weight_decay)
@@ -59,16 +69,14 @@ class SupervisedTrainable(ReusableTrainable):
             lr = self.schedule.lrs[window_index(self.epoch * per_epoch + b, total, len(self.schedule.lrs))]
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss = torch.nn.functional.cross_entropy(self.model(x[idx]), y[idx])
+            loss = self.parts.loss_fn(self.model(x[idx]), y[idx])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.item() * len(idx)
         self.epoch += 1
-        val_loss, val_acc = evaluate(self.model, self.data.x_val, self.data.y_val)
-        _, test_acc = evaluate(self.model, self.data.x_test, self.data.y_test)
-        return {"train_loss": loss_sum / len(y), "val_loss": val_loss, "val_acc": val_acc,
-                "test_acc": test_acc, "epoch": self.epoch, "done": self.epoch >= self.epochs}
+        return {"train_loss": loss_sum / len(y), **scores(self.model, self.parts),
+                "epoch": self.epoch, "done": self.epoch >= self.epochs}
 
     def save_checkpoint(self, checkpoint_dir):
         torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

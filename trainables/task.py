@@ -1,14 +1,22 @@
-"""The pieces every trainable shares: the device Ray assigned, data on it, a seeded model, eval."""
+"""The pieces every trainable shares: the device Ray assigned, data on it, a seeded model, eval.
+
+A trial's task is three parts, each either a user's own or a registered built-in, resolved here
+and nowhere else: the data (``data=`` or ``config["dataset"]``), a model factory ``config ->
+nn.Module`` (``model_fn=`` or ``config["model"]``) and the loss ``(output, target) -> scalar``
+(``loss_fn=``, cross-entropy by default).
+"""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from ray import tune
 from torch import nn
 
 from trainables.config import TaskConfig
-from trainables.data import Splits, load_dataset
+from trainables.data import Splits, as_splits, load_dataset
 from trainables.models import build_model
 
 
@@ -17,13 +25,57 @@ def trial_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_task(task: TaskConfig, device: torch.device) -> tuple[Splits, nn.Module]:
-    """The task's splits on ``device`` and a model initialised from ``task.seed``."""
-    data = _cached_dataset(task.dataset, task.data_root, task.dataset_kwargs).to(device)
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered model as a model factory ``config -> nn.Module``, sized for the data."""
+
+    name: str
+    input_shape: tuple
+    num_classes: int | None
+
+    def __call__(self, config: dict) -> nn.Module:
+        return build_model(self.name, self.input_shape, self.num_classes,
+                           **dict(config.get("model_kwargs") or {}))
+
+
+@dataclass
+class Task:
+    """One trial's data (on its device), freshly seeded model, and loss."""
+
+    data: Splits
+    model: nn.Module
+    loss_fn: Callable
+
+
+def load_task(config: dict, device: torch.device, *, model_fn: Callable | None = None, data=None,
+              loss_fn: Callable | None = None) -> tuple[TaskConfig, Task]:
+    """Resolve a trial's parts (the user's, else the config's registered ones) onto ``device``.
+
+    model_fn: ``config -> nn.Module``, called under ``torch.manual_seed(config["seed"])``.
+    data: what ``trainables.data.as_splits`` takes (tensors or Datasets per split).
+    loss_fn: ``(output, target) -> scalar``; cross-entropy by default, required for float targets.
+    """
+    task = TaskConfig.from_config(config, own_data=data is not None, own_model=model_fn is not None)
+    if data is None:
+        splits = _cached_dataset(task.dataset, task.data_root, task.dataset_kwargs)
+    else:
+        splits = as_splits(data)
+    if model_fn is None:
+        model_fn = RegisteredModel(task.model, splits.input_shape, splits.num_classes)
+    if loss_fn is None:
+        if not splits.classification:
+            raise ValueError("the data has float targets (regression) but no loss_fn was given: pass "
+                             "loss_fn=torch.nn.functional.mse_loss or your own (output, target) -> scalar")
+        loss_fn = nn.functional.cross_entropy
+    for name, part in (("model_fn", model_fn), ("loss_fn", loss_fn)):
+        if not callable(part):
+            raise ValueError(f"{name} must be callable, got {part!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(task.seed)
-        model = build_model(task.model, data.input_shape, data.num_classes, **dict(task.model_kwargs))
-    return data, model.to(device)
+        model = model_fn(config)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model_fn(config) must return a torch.nn.Module, got {type(model).__name__}")
+    return task, Task(splits.to(device), model.to(device), loss_fn)
 
 
 class ReusableTrainable(tune.Trainable):
@@ -51,14 +103,32 @@ def _cached_dataset(name, root, kwargs: tuple) -> Splits:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024):
-    """Mean cross-entropy and accuracy of ``model`` on (x, y), in eval mode."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
+             classification: bool, batch_size: int = 1024):
+    """Mean loss of ``model`` on (x, y) in eval mode, and its accuracy (None for regression)."""
     was_training = model.training
     model.eval()
     loss, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
-        out = model(x[i:i + batch_size])
-        loss += nn.functional.cross_entropy(out, y[i:i + batch_size], reduction="sum").item()
-        correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
+        out, target = model(x[i:i + batch_size]), y[i:i + batch_size]
+        loss += float(loss_fn(out, target)) * len(target)
+        if classification:
+            correct += (out.argmax(1) == target).sum().item()
     model.train(was_training)
-    return loss / len(y), correct / len(y)
+    return loss / len(y), (correct / len(y) if classification else None)
+
+
+def scores(model: nn.Module, task: Task) -> dict:
+    """``val_loss``, ``test_loss`` and, for class labels, ``val_acc`` and ``test_acc``.
+
+    Absent rather than wrong: no accuracy for regression, no ``test_*`` without a test split.
+    """
+    d, out = task.data, {}
+    for split, x, y in (("val", d.x_val, d.y_val), ("test", d.x_test, d.y_test)):
+        if y is None:
+            continue
+        loss, acc = evaluate(model, x, y, task.loss_fn, d.classification)
+        out[f"{split}_loss"] = loss
+        if acc is not None:
+            out[f"{split}_acc"] = acc
+    return out

@@ -23,15 +23,18 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch.func import grad, grad_and_value, jvp, vmap
+from torch.utils._pytree import tree_map
 
 from tune_ext.hypergrad.functional import FunctionalModel
 from tune_ext.hypergrad.schedule import window_index
-from tune_ext.hypergrad.updates import Update, sgd_momentum
+from tune_ext.hypergrad.state import CarriedState
+from tune_ext.hypergrad.updates import Update, init_velocity, sgd_momentum
 
 MODES = ("forward", "reverse")
 
@@ -73,9 +76,11 @@ def split_entries(flat: torch.Tensor, hparams: dict) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    """One SGD step as a pure function, and its forward-mode derivative for every entry.
+    """One training step as a pure function, and its forward-mode derivative for every entry.
 
     model, loss_fn: as in ``hypergradient``. update: a pure update rule (``updates.py``).
+    train_loss: a training loss that reads this step's hyperparameters (``losses.py``); by
+        default the training loss is ``loss_fn``.
     batched: carry all tangents through one ``vmap``-ed ``jvp`` (fast) or loop over entries.
     compile: run the differentiated step through ``torch.compile(fullgraph=True)``: the same
         function, fused into a few kernels. It costs a one-off compilation (seconds, again for a
@@ -85,44 +90,67 @@ class Trainer:
     """
 
     def __init__(self, model, loss_fn, update: Update = sgd_momentum, batched: bool = True,
-                 compile: bool = False):
-        self.f = FunctionalModel(model, loss_fn)
+                 compile: bool = False, train_loss=None):
+        self._f = FunctionalModel(model, loss_fn, train_loss)
         self.update, self.batched = update, batched
+        self._bases = {}
         fn = self._tangent_batched if batched else self._tangent_one
         # compiled lazily on the first call; static shapes: one compilation per batch shape
         self._differentiated = torch.compile(fn, fullgraph=True, dynamic=False) if compile else fn
 
+    def start(self, n_entries: int) -> CarriedState:
+        """The model's weights and buffers, the update's initial velocity, zero tangents, step 0."""
+        w = self._f.weights()
+        return CarriedState.zeros(w, init_velocity(self.update, w), self._f.buffers(), n_entries)
+
     def step(self, weights, velocity, buffers, hp, batch):
-        """One training step: ``update(weights, velocity, grad of the training loss, hp)``."""
-        with self.f.training():
+        """One plain training step (no tangents; autograd may track it): new (weights, velocity).
+
+        Advances ``buffers`` in place first, as a training-mode forward pass would.
+        """
+        self._f.advance_buffers(weights, buffers, batch)
+        with self._f.training():
             return self._pure_step(weights, velocity, buffers, hp, batch)
 
-    def tangent_step(self, weights, velocity, buffers, hparams, t, total, batch, tw, tv, basis):
-        """(w, v) after step t and their tangents; ``tw``/``tv``/``basis`` carry a leading entry dim.
+    def tangent_step(self, state: CarriedState, batch, *, hparams: dict, total: int) -> CarriedState:
+        """``state`` after one step on ``batch``, with its tangents carried forward.
 
-        Step t reads one window of each schedule, so its tangent is the jvp of the step with
-        respect to this step's values ``h[i]``, seeded with the matching column of the basis:
-        entries of other windows get a zero seed and only carry their earlier influence.
+        Step t = ``state.step`` of ``total`` reads one window of each schedule, so its tangent is
+        the jvp of the step with respect to this step's values ``h[i]``, seeded with the matching
+        column of the entry basis: entries of other windows get a zero seed and only carry their
+        earlier influence.
         """
+        t = state.step
+        self._f.advance_buffers(state.weights, state.buffers, batch)
         hp = step_values(hparams, t, total)
-        seeds = {n: e[(slice(None), window_index(t, total, e.shape[1]))] for n, e in basis.items()}
+        seeds = {n: e[(slice(None), window_index(t, total, e.shape[1]))]
+                 for n, e in self._basis(hparams).items()}
+        args = (state.weights, state.velocity, state.buffers, hp, batch)
         fn = self._differentiated
-        with self.f.training():
+        with self._f.training(), _explain_forward_ad_errors():
             if self.batched:
-                (w, v), (tw, tv) = fn(weights, velocity, buffers, hp, batch, tw, tv, seeds)
+                (w, v), (tw, tv) = fn(*args, state.tweights, state.tvelocity, seeds)
                 # vmap returns the shared primal with a broadcast entry dim; keep one copy
-                return {k: x[0] for k, x in w.items()}, {k: x[0] for k, x in v.items()}, tw, tv
-            outs = [fn(weights, velocity, buffers, hp, batch, {k: x[j] for k, x in tw.items()},
-                       {k: x[j] for k, x in tv.items()}, {n: e[j] for n, e in seeds.items()})
-                    for j in range(next(iter(seeds.values())).shape[0])]
-        (w, v), _ = outs[0]
-        stack = lambda i, key: {k: torch.stack([o[1][i][k] for o in outs]) for k in key}
-        return w, v, stack(0, w), stack(1, v)
+                w, v = tree_map(lambda x: x[0], (w, v))
+            else:
+                outs = [fn(*args, tree_map(lambda x: x[j], state.tweights),
+                           tree_map(lambda x: x[j], state.tvelocity), {n: e[j] for n, e in seeds.items()})
+                        for j in range(state.n_entries)]
+                (w, v), _ = outs[0]
+                tw, tv = tree_map(lambda *xs: torch.stack(xs), *[o[1] for o in outs])
+        return CarriedState(w, v, tw, tv, state.buffers, t + 1)
+
+    def _basis(self, hparams):
+        # the same unit tangents every step of a run: built once per set of schedule shapes
+        key = tuple((n, tuple(h.shape), h.dtype, h.device) for n, h in hparams.items())
+        if key not in self._bases:
+            self._bases[key] = entry_basis(hparams)
+        return self._bases[key]
 
     def _pure_step(self, weights, velocity, buffers, hp, batch):
         # the loss without mode switches (tangent_step sets them around the call), so the
-        # function stays traceable as one graph
-        grads = grad(self.f.train_loss_as_set)(weights, buffers, batch)
+        # function stays traceable as one graph; hp reaches the loss (its hyperparameters)
+        grads = grad(self._f.train_loss_as_set)(weights, buffers, batch, hp)
         return self.update(weights, velocity, grads, hp)
 
     def _tangent_one(self, weights, velocity, buffers, hp, batch, tw, tv, seed):
@@ -134,15 +162,33 @@ class Trainer:
         one = lambda a, b, e: self._tangent_one(weights, velocity, buffers, hp, batch, a, b, e)
         return vmap(one, randomness="same")(tw, tv, seeds)
 
-    def hypergrad_from(self, weights, buffers, tw, batch, objective: str = "val"):
-        """d loss(batch)/d entries = <grad of the loss at ``weights``, each weight tangent>: (K,).
+    def val_loss(self, weights, buffers, batch):
+        """The plain loss in evaluation mode (running statistics): what hyperparameters are tuned for."""
+        return self._f.val_loss(weights, buffers, batch)
 
-        objective: ``"val"`` (eval mode, running statistics) or ``"train"`` (HD's next batch).
+    def hypergrad(self, state: CarriedState, batch, objective: str = "val"):
+        """d loss(batch)/d entries = <grad of the loss at the weights, each weight tangent>: (K,).
+
+        objective: ``"val"`` (eval mode, running statistics) or ``"train"`` (HD's next batch, the
+        plain ``loss_fn`` in training mode).
         """
-        loss_fn = self.f.val_loss if objective == "val" else self.f.train_loss
-        g, loss = grad_and_value(loss_fn)(weights, buffers, batch)
-        flat = sum(torch.einsum("k...,...->k", tw[k], g[k]) for k in g)
+        loss_fn = self._f.val_loss if objective == "val" else self._f.train_loss
+        g, loss = grad_and_value(loss_fn)(state.weights, state.buffers, batch)
+        flat = sum(torch.einsum("k...,...->k", state.tweights[k], g[k]) for k in g)
         return loss.detach(), flat
+
+
+@contextlib.contextmanager
+def _explain_forward_ad_errors():
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as exc:
+        if "forward AD" not in str(exc) and "ZeroTensors are immutable" not in str(exc):
+            raise
+        raise RuntimeError(
+            "the training loss uses an operation whose backward PyTorch cannot differentiate in "
+            "forward mode (e.g. the fused mse_loss, huber_loss): write the loss from elementwise "
+            "operations, e.g. lambda out, y: ((out - y) ** 2).mean()") from exc
 
 
 @dataclass
@@ -150,59 +196,54 @@ class InnerRun:
     """The end of a differentiated training run."""
 
     weights: dict
-    velocity: dict
+    velocity: object
     buffers: dict
     val_loss: float
     hypergrads: dict  # {name: tensor shaped like hparams[name]}
 
 
 def forward_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
-                update: Update = sgd_momentum, batched: bool = True, compile: bool = False) -> InnerRun:
+                update: Update = sgd_momentum, batched: bool = True, compile: bool = False,
+                train_loss=None) -> InnerRun:
     """Train from ``model``'s parameters with zero velocity, carrying forward-mode tangents.
 
-    Memory is O(parameters x entries), whatever ``len(train_batches)``. batched, compile: see
-    ``Trainer``.
+    Memory is O(parameters x entries), whatever ``len(train_batches)``. update, train_loss,
+    batched, compile: see ``Trainer``.
     """
-    trainer = Trainer(model, loss_fn, update, batched, compile)
-    w, buffers = trainer.f.weights(), trainer.f.buffers()
-    hparams = as_hparams(hparams, next(iter(w.values())))
+    trainer = Trainer(model, loss_fn, update, batched, compile, train_loss)
     total = _check_batches(train_batches)
-    basis = entry_basis(hparams)
-    n = next(iter(basis.values())).shape[0]
-    v = {k: torch.zeros_like(x) for k, x in w.items()}
-    tw = {k: x.new_zeros((n, *x.shape)) for k, x in w.items()}
-    tv = {k: x.new_zeros((n, *x.shape)) for k, x in w.items()}
+    hparams = as_hparams(hparams, next(model.parameters()))
+    state = trainer.start(sum(h.numel() for h in hparams.values()))
     with torch.no_grad():  # no autograd graph: tangents are forward-mode duals, not history
-        for t, batch in enumerate(train_batches):
-            trainer.f.advance_buffers(w, buffers, batch)
-            w, v, tw, tv = trainer.tangent_step(w, v, buffers, hparams, t, total, batch, tw, tv, basis)
-        loss, flat = trainer.hypergrad_from(w, buffers, tw, val_batch)
-    return InnerRun(w, v, buffers, float(loss), split_entries(flat, hparams))
+        for batch in train_batches:
+            state = trainer.tangent_step(state, batch, hparams=hparams, total=total)
+        loss, flat = trainer.hypergrad(state, val_batch)
+    return InnerRun(state.weights, state.velocity, state.buffers, float(loss), split_entries(flat, hparams))
 
 
 def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
-                update: Update = sgd_momentum) -> InnerRun:
+                update: Update = sgd_momentum, train_loss=None) -> InnerRun:
     """The same hypergradients by back-propagating through the unrolled run (memory O(T))."""
-    trainer = Trainer(model, loss_fn, update)
-    w, buffers = trainer.f.weights(), trainer.f.buffers()
-    theta = {n: h.requires_grad_() for n, h in as_hparams(hparams, next(iter(w.values()))).items()}
+    trainer = Trainer(model, loss_fn, update, train_loss=train_loss)
+    state = trainer.start(1)
+    w, v, buffers = state.weights, state.velocity, state.buffers
+    theta = {n: h.requires_grad_() for n, h in as_hparams(hparams, next(model.parameters())).items()}
     total = _check_batches(train_batches)
-    v = {k: torch.zeros_like(x) for k, x in w.items()}
     with torch.enable_grad():
         for t, batch in enumerate(train_batches):
-            trainer.f.advance_buffers(w, buffers, batch)
             w, v = trainer.step(w, v, buffers, step_values(theta, t, total), batch)
-        loss = trainer.f.val_loss(w, buffers, val_batch)
+        loss = trainer.val_loss(w, buffers, val_batch)
         grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
     hg = {n: (g if g is not None else torch.zeros_like(h)).detach()
           for (n, h), g in zip(theta.items(), grads)}
-    return InnerRun({k: x.detach() for k, x in w.items()}, {k: x.detach() for k, x in v.items()},
-                    buffers, float(loss.detach()), hg)
+    detach = lambda tree: tree_map(lambda x: x.detach(), tree)
+    return InnerRun(detach(w), detach(v), buffers, float(loss.detach()), hg)
 
 
 def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict,
                   mode: str = "forward", *, update: Update = sgd_momentum,
-                  batched: bool = True, compile: bool = False) -> dict[str, torch.Tensor]:
+                  batched: bool = True, compile: bool = False,
+                  train_loss=None) -> dict[str, torch.Tensor]:
     """d(validation loss after training)/d(hyperparameter), as ``{name: tensor}``.
 
     model: starting point of training (its parameters and buffers are not modified).
@@ -211,6 +252,9 @@ def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: d
     hparams: ``{"lr": t[n_lr], "momentum": t[n_mom], "weight_decay": t[n_wd]}`` schedules; step t
         uses entry ``floor(n * t / T)``. With a custom ``update`` any names and shapes it reads.
     mode: ``"forward"`` (memory flat in T) or ``"reverse"`` (reference, short horizons).
+    update: the optimiser as a pure update (``updates.py``: ``sgd_momentum``, ``AdamW()``, per layer).
+    train_loss: ``(output, target, weights, hp) -> scalar``, a training loss with hyperparameters
+        (``losses.py``: label smoothing, per-layer L2); the validation loss stays ``loss_fn``.
     batched: forward mode only; vmap over entries (True) or a loop (False).
     compile: forward mode only; ``torch.compile`` the differentiated step (see ``Trainer``).
     """
@@ -218,8 +262,9 @@ def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: d
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if mode == "forward":
         return forward_run(model, loss_fn, train_batches, val_batch, hparams, update=update,
-                           batched=batched, compile=compile).hypergrads
-    return reverse_run(model, loss_fn, train_batches, val_batch, hparams, update=update).hypergrads
+                           batched=batched, compile=compile, train_loss=train_loss).hypergrads
+    return reverse_run(model, loss_fn, train_batches, val_batch, hparams, update=update,
+                       train_loss=train_loss).hypergrads
 
 
 def _check_batches(train_batches) -> int:

@@ -20,11 +20,14 @@ class FunctionalModel:
     """Pure losses of ``model`` given weights and buffers.
 
     model: any ``nn.Module``; its parameters are only read (copies are differentiated).
-    loss_fn: ``loss_fn(output, target)`` -> scalar.
+    loss_fn: ``loss_fn(output, target)`` -> scalar: the validation loss, and the training loss
+        unless ``train_loss`` is given.
+    train_loss: ``train_loss(output, target, weights, hp)`` -> scalar, a training loss that reads
+        this step's hyperparameters (``losses.py``).
     """
 
-    def __init__(self, model: nn.Module, loss_fn):
-        self.model, self.loss_fn = model, loss_fn
+    def __init__(self, model: nn.Module, loss_fn, train_loss=None):
+        self.model, self.loss_fn, self.custom_train_loss = model, loss_fn, train_loss
         self.norms = [m for m in model.modules() if isinstance(m, _NORM) and m.track_running_stats]
 
     def weights(self) -> dict[str, torch.Tensor]:
@@ -33,15 +36,21 @@ class FunctionalModel:
     def buffers(self) -> dict[str, torch.Tensor]:
         return {k: b.detach().clone() for k, b in self.model.named_buffers()}
 
-    def train_loss(self, weights, buffers, batch):
-        """Loss in training mode with batch statistics; touches no buffer (safe under torch.func)."""
-        with self.training():
-            return self.train_loss_as_set(weights, buffers, batch)
+    def train_loss(self, weights, buffers, batch, hp=None):
+        """Loss in training mode with batch statistics; touches no buffer (safe under torch.func).
 
-    def train_loss_as_set(self, weights, buffers, batch):
+        Without ``hp`` it is the plain ``loss_fn`` (HD's objective); with it, the training loss.
+        """
+        with self.training():
+            return self.train_loss_as_set(weights, buffers, batch, hp)
+
+    def train_loss_as_set(self, weights, buffers, batch, hp=None):
         """``train_loss`` inside ``training()``: no mode switch, so ``torch.compile`` sees one graph."""
         x, y = batch
-        return self.loss_fn(functional_call(self.model, (weights, buffers), (x,)), y)
+        out = functional_call(self.model, (weights, buffers), (x,))
+        if hp is not None and self.custom_train_loss is not None:
+            return self.custom_train_loss(out, y, weights, hp)
+        return self.loss_fn(out, y)
 
     @contextlib.contextmanager
     def training(self):

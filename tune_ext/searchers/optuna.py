@@ -12,7 +12,10 @@ its last value and the step it reached; an errored trial or a NaN/inf metric is 
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
+import numbers
 import warnings
 
 import optuna
@@ -27,6 +30,22 @@ class _OptunaSearch(SpaceSearcher):
 
     def _make_sampler(self) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
+
+    @staticmethod
+    def _check_sampler_kwargs(owner: str, sampler, extra: dict, ours, fixed=("seed",)) -> None:
+        """Refuse, at construction, keyword arguments that ``sampler`` would reject at first suggest.
+
+        ours: this class's own parameter names (suggested too); fixed: sampler arguments that
+        this class sets itself and a user must not pass.
+        """
+        accepted = set(inspect.signature(sampler.__init__).parameters) - {"self"}
+        for key in extra:
+            if key in fixed or key not in accepted:
+                close = difflib.get_close_matches(key, sorted((accepted | set(ours)) - set(fixed)), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                why = "is set by this class" if key in fixed else "is not an argument"
+                raise ValueError(f"{owner}: {key!r} {why}{hint} (other keyword arguments go to "
+                                 f"optuna.samplers.{sampler.__name__})")
 
     def _setup(self) -> None:
         with warnings.catch_warnings():
@@ -103,6 +122,8 @@ class TPESearch(_OptunaSearch):
                  multivariate=True, constant_liar=True, **tpe_kwargs):
         if not (isinstance(n_startup_trials, int) and n_startup_trials >= 0):
             raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}")
+        self._check_sampler_kwargs("TPESearch", optuna.samplers.TPESampler, tpe_kwargs,
+                                   inspect.signature(TPESearch.__init__).parameters)
         self._tpe_kwargs = dict(n_startup_trials=n_startup_trials, multivariate=bool(multivariate),
                                 constant_liar=bool(constant_liar), **tpe_kwargs)
         super().__init__(space, metric, mode, points_to_evaluate, seed, time_attr, max_t)
@@ -142,8 +163,12 @@ class CMAESSearch(_OptunaSearch):
             raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}")
         if popsize is not None and not (isinstance(popsize, int) and popsize >= 2):
             raise ValueError(f"popsize must be an int >= 2 or None, got {popsize!r}")
-        if sigma0 is not None and not sigma0 > 0:
-            raise ValueError(f"sigma0 must be > 0 or None, got {sigma0!r}")
+        if sigma0 is not None and not (isinstance(sigma0, numbers.Real) and not isinstance(sigma0, bool)
+                                       and math.isfinite(sigma0) and sigma0 > 0):
+            raise ValueError(f"sigma0 must be a finite number > 0 or None, got {sigma0!r}")
+        self._check_sampler_kwargs("CMAESSearch", optuna.samplers.CmaEsSampler, cma_kwargs,
+                                   inspect.signature(CMAESSearch.__init__).parameters,
+                                   fixed=("seed", "independent_sampler", "warn_independent_sampling"))
         self._cma_kwargs = dict(n_startup_trials=n_startup_trials, sigma0=sigma0, popsize=popsize,
                                 consider_pruned_trials=bool(consider_pruned_trials),
                                 with_margin=bool(with_margin), **cma_kwargs)
