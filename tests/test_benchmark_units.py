@@ -63,6 +63,15 @@ def test_regret_callback_records_changes_and_an_end_point_only_with_an_incumbent
     assert empty.points == [] and empty.n_results == 1  # a result, but no regret to report
 
 
+def test_results_after_the_budget_never_change_the_incumbent():
+    cb = RegretCallback(IncumbentTracker(0.98), budget_s=0.0)   # every result arrives "late"
+    cb.setup()
+    for i in range(2):
+        cb.on_trial_result(i, [], _Trial("t"), {"val_acc": 0.9, "test_acc": 0.97})
+    cb.close()
+    assert cb.points == [] and cb.n_late == 2 and cb.first_result_s is None
+
+
 def test_median_and_exact_bootstrap_on_a_hand_computed_example():
     assert median([3, 1, 2]) == 2 and median([4, 1, 3, 2]) == 2.5
     assert median([1, math.inf]) == math.inf

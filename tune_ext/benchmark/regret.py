@@ -54,12 +54,19 @@ class IncumbentTracker:
 
 class RegretCallback(Callback):
     """Ray Tune callback recording one run's regret curve: a point at each incumbent change and
-    one at the end, in seconds since the run started (``points``), plus the run's counts."""
+    one at the end, in seconds since the run started (``points``), plus the run's counts.
 
-    def __init__(self, tracker: IncumbentTracker):
+    budget_s: results that arrive after this many seconds (a step that was under way when Ray
+        Tune's time budget ran out) are counted in ``n_late`` but never change the incumbent, so
+        no method gains from steps that overrun the budget; the end point is at the budget.
+    """
+
+    def __init__(self, tracker: IncumbentTracker, budget_s: float = math.inf):
         self.tracker = tracker
+        self.budget_s = budget_s
         self.points: list[dict] = []
         self.n_results = 0
+        self.n_late = 0
         self.trials: set = set()
         self.first_result_s: Optional[float] = None
         self._start: Optional[float] = None
@@ -74,6 +81,9 @@ class RegretCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.n_results += 1
         self.trials.add(trial.trial_id)
+        if self.elapsed() > self.budget_s:
+            self.n_late += 1
+            return
         if self.first_result_s is None:
             self.first_result_s = round(self.elapsed(), 3)
         if self.tracker.update(result):
@@ -91,6 +101,6 @@ class RegretCallback(Callback):
 
     def _record(self, trial_id: str, iteration):
         tr = self.tracker
-        self.points.append({"time_s": round(self.elapsed(), 3), "regret": tr.regret,
+        self.points.append({"time_s": round(min(self.elapsed(), self.budget_s), 3), "regret": tr.regret,
                             "val_score": tr.val_score, "test_score": tr.test_score,
                             "trial_id": trial_id, "iteration": iteration})

@@ -151,7 +151,8 @@ def run_one(task: Task, method: Method, seed: int, budget: Budget, reference: fl
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(budget.concurrency)
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
-    callback = RegretCallback(IncumbentTracker(reference, task.metric, task.mode, task.test_metric))
+    callback = RegretCallback(IncumbentTracker(reference, task.metric, task.mode, task.test_metric),
+                              budget_s=budget.seconds)
     record = {"method": method.name, "seed": seed, "node": ray.util.get_node_ip_address(),
               "start": time.time(), "error": None, "trials": 0, "errored": 0, "first_error": None}
     try:
@@ -169,6 +170,7 @@ def run_one(task: Task, method: Method, seed: int, budget: Budget, reference: fl
     finally:
         callback.close()
     record.update(end=time.time(), points=callback.points, results=callback.n_results,
+                  late_results=callback.n_late,
                   first_result_s=callback.first_result_s, start=callback.start_wall or record["start"])
     return record
 

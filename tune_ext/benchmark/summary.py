@@ -48,6 +48,7 @@ def summarize_runs(task, methods, seeds, budget, reference, records, cluster, ru
                 "seed": r["seed"], "final_regret": curve[-1][1] if curve else None,
                 "time_to_target_s": time_to_target(curve, task.target_regret),
                 "trials": r["trials"], "results": r["results"], "errored_trials": r["errored"],
+                "late_results": r.get("late_results", 0),
                 "time_to_first_result_s": r["first_result_s"], "no_result": reason,
                 "node": r["node"], "start_s": round(r["start"] - t0, 2),
                 "end_s": round(r["end"] - t0, 2)})
