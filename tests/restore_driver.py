@@ -1,8 +1,8 @@
 """Subprocess driver for the kill-and-restore test.
 
-    python tests/restore_driver.py {run|tuner} {start|resume} STORAGE RESULTS_JSONL
+    python tests/restore_driver.py {run|tuner} {start|resume} STORAGE RESULTS_JSONL [sha|hyperband]
 
-Runs SHA over 9 configs, one trial at a time, appending every result to RESULTS_JSONL (flushed,
+Runs SHA (or Hyperband, whose first bracket holds the same 9 trials and rungs) over 9 configs, one trial at a time, appending every result to RESULTS_JSONL (flushed,
 so the test can kill this process after N results). On "resume" it restores the experiment with
 ``tune.run(resume=True)`` or ``Tuner.restore`` and writes the scheduler's debug string to
 RESULTS_JSONL + ".final".
@@ -22,7 +22,8 @@ import ray  # noqa: E402
 from ray import cloudpickle, tune  # noqa: E402
 
 import e2e_helpers  # noqa: E402
-from tune_ext.schedulers import SchedulerStateCallback, SuccessiveHalvingScheduler  # noqa: E402
+from tune_ext.schedulers import (HyperbandScheduler, SchedulerStateCallback,  # noqa: E402
+                                 SuccessiveHalvingScheduler)
 
 cloudpickle.register_pickle_by_value(e2e_helpers)
 ORDER = [0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8, 0.4, 0.6]
@@ -39,8 +40,8 @@ class Writer(tune.Callback):
             f.flush()
 
 
-class LoggedSHA(SuccessiveHalvingScheduler):
-    """SHA that appends each hook call to RESULTS_JSONL.<phase>.trace (shown when the test fails)."""
+class Logged:
+    """Mixin: appends each hook call to RESULTS_JSONL.<phase>.trace (shown when the test fails)."""
 
     trace = None
 
@@ -67,11 +68,22 @@ class LoggedSHA(SuccessiveHalvingScheduler):
         self._log("set_state", self.debug_string())
 
 
-def main(api, phase, storage, results):
+class LoggedSHA(Logged, SuccessiveHalvingScheduler):
+    pass
+
+
+class LoggedHyperband(Logged, HyperbandScheduler):
+    pass
+
+
+SCHEDULERS = {"sha": LoggedSHA, "hyperband": LoggedHyperband}
+
+
+def main(api, phase, storage, results, scheduler="sha"):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    LoggedSHA.trace = f"{results}.{phase}.trace"
-    sched = LoggedSHA(max_t=9, reduction_factor=3)
+    Logged.trace = f"{results}.{phase}.trace"
+    sched = SCHEDULERS[scheduler](max_t=9, reduction_factor=3)
     callbacks = [SchedulerStateCallback(sched), Writer(results)]
     trainable = tune.with_resources(e2e_helpers.checkpointing_trainable, {"cpu": 2})
     space = {"x": tune.grid_search(ORDER), "steps": 9}
@@ -88,7 +100,6 @@ def main(api, phase, storage, results):
     else:
         tuner = tune.Tuner.restore(os.path.join(storage, NAME), trainable)
         sched = tuner._local_tuner._tune_config.scheduler
-        LoggedSHA.trace = f"{results}.{phase}.trace"
         tuner.fit()
     with open(results + ".final", "w") as f:
         f.write(sched.debug_string())

@@ -14,15 +14,17 @@ ROOT = os.path.dirname(HERE)
 EXPECTED_STEPS = {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1, 0.6: 1}
 
 
-def driver(api, phase, storage, results):
+def driver(api, phase, storage, results, scheduler="sha", hold=("0.3", "1")):
+    """Start restore_driver.py; on "start", trial x=hold[0] hangs before reporting step hold[1]."""
     log = open(results + f".{phase}.log", "w")
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("TUNE_EXT_TEST_HOLD_X", None)
+    env.pop("TUNE_EXT_TEST_HOLD_STEP", None)
     if phase == "start":
-        env["TUNE_EXT_TEST_HOLD_X"] = "0.3"   # the 6th trial hangs before its first result
+        env["TUNE_EXT_TEST_HOLD_X"], env["TUNE_EXT_TEST_HOLD_STEP"] = hold
     return subprocess.Popen([sys.executable, os.path.join(HERE, "restore_driver.py"), api, phase,
-                             storage, results], env=env, cwd=ROOT, start_new_session=True,
-                            stdout=log, stderr=subprocess.STDOUT)
+                             storage, results, scheduler], env=env, cwd=ROOT,
+                            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
 
 
 def tail(path):
@@ -30,19 +32,25 @@ def tail(path):
         return f.read()[-3000:]
 
 
-def snapshot_arrivals(storage):
-    """Trials with a result in the newest experiment snapshot Ray has written to storage."""
+def snapshot(storage):
+    """[(x, status, last step or None)] of the newest experiment snapshot Ray has written to
+    storage (with the scheduler's state beside it); [] while there is none or it is being
+    written."""
     exp = os.path.join(storage, "killed")
     states = sorted(f for f in os.listdir(exp) if f.startswith("experiment_state-")) \
         if os.path.isdir(exp) else []
     if not states or not any(f.startswith("callback-states-") for f in os.listdir(exp)):
-        return 0
+        return []
     try:
         with open(os.path.join(exp, states[-1])) as f:
             trials = json.load(f)["trial_data"]
     except (OSError, ValueError):   # being written
-        return 0
-    return sum("step" in json.loads(meta).get("last_result", {}) for _, meta in trials)
+        return []
+    out = []
+    for state, meta in trials:
+        state, meta = json.loads(state), json.loads(meta)
+        out.append((state["config"]["x"], state["status"], meta.get("last_result", {}).get("step")))
+    return out
 
 
 def read(results):
@@ -52,17 +60,36 @@ def read(results):
         return [json.loads(line) for line in f if line.endswith("\n")]
 
 
+def rung0_waiting(snap):
+    """Before rung 0 closes: 5 trials paused there (the 6th, 0.3, hangs before reporting)."""
+    return sum(step is not None for _, _, step in snap) >= 5
+
+
+def rung0_closed(snap):
+    """After rung 0 closed: 0.6, the 9th arrival, was stopped on its result; the other losers
+    are stopped while PAUSED, which Ray's snapshot often does not record (they stay "PAUSED").
+    The winner 0.9 hangs before step 2, so the first run cannot finish."""
+    return (0.6, "TERMINATED", 1) in snap
+
+
+KILLS = {"before": (rung0_waiting, ("0.3", "1")), "after": (rung0_closed, ("0.9", "2"))}
+
+
+@pytest.mark.parametrize("scheduler", ["sha", "hyperband"])
+@pytest.mark.parametrize("kill", ["before", "after"])
 @pytest.mark.parametrize("api", ["run", "tuner"])
-def test_kill_and_restore_keeps_rungs(tmp_path, api):
+def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
     storage, results = str(tmp_path / "storage"), str(tmp_path / "results.jsonl")
-    first = driver(api, "start", storage, results)
+    ready, hold = KILLS[kill]
+    first = driver(api, "start", storage, results, scheduler, hold)
     deadline = time.monotonic() + 240
-    # The first 5 trials arrive at rung 0 and pause; the 6th (0.3) hangs before reporting.
     # Kill the whole driver group once Ray's experiment snapshot in storage (what a restore sees)
-    # holds those 5 arrivals. A fresh scheduler would restart them as PENDING and they would
-    # run past step 1.
+    # shows the state we want to restore from. "before": a fresh scheduler would restart the 5
+    # paused trials as PENDING and they would run past step 1. "after": the 6 losers were stopped
+    # while PAUSED, which Ray's snapshot does not record; restored as PENDING they would train on
+    # and pause again, and the experiment would hang.
     try:
-        while snapshot_arrivals(storage) < 5:
+        while not ready(snapshot(storage)):
             assert first.poll() is None, tail(results + ".start.log")
             assert time.monotonic() < deadline, "driver made no progress"
             time.sleep(0.05)
@@ -71,10 +98,13 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api):
             os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     before = read(results)
-    assert sorted(r["x"] for r in before) == [0.1, 0.2, 0.5, 0.7, 0.9]
-    assert {r["step"] for r in before} == {1}
+    if kill == "before":
+        assert sorted(r["x"] for r in before) == [0.1, 0.2, 0.5, 0.7, 0.9]
+        assert {r["step"] for r in before} == {1}
+    else:
+        assert {r["x"] for r in before if r["step"] == 1} == set(EXPECTED_STEPS)
 
-    second = driver(api, "resume", storage, results)
+    second = driver(api, "resume", storage, results, scheduler)
     try:
         second.wait(timeout=150)
     finally:
@@ -86,8 +116,9 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api):
     steps = {}
     for r in before + after:
         steps[r["x"]] = max(steps.get(r["x"], 0), r["step"])
-    # Paused trials stayed paused after the restore: the 6 losers never ran past step 1, and
-    # only 0.9, 0.8, 0.7 (rung 0's top 3) and then 0.9 (rung 1's top 1) went on.
+    # Paused trials stayed paused after the restore and stopped ones stayed stopped: the 6 losers
+    # never ran past step 1, and only 0.9, 0.8, 0.7 (rung 0's top 3) and then 0.9 (rung 1's top
+    # 1) went on, exactly as in an uninterrupted run.
     assert steps == EXPECTED_STEPS, (before, after, tail(results + ".start.trace"),
                                       tail(results + ".resume.trace"))
     with open(results + ".final") as f:

@@ -61,12 +61,13 @@ class _Bracket:
 
 
 class _TrialState:
-    __slots__ = ("bracket", "rung", "alive")
+    __slots__ = ("bracket", "rung", "alive", "stopped")
 
     def __init__(self, bracket: int):
         self.bracket = bracket
         self.rung = 0          # the rung this trial is heading to (or waiting in)
         self.alive = True
+        self.stopped = False   # ended for good (stopped, completed, removed); not by an error
 
 
 class SuccessiveHalvingScheduler(MetricScheduler):
@@ -141,16 +142,27 @@ class SuccessiveHalvingScheduler(MetricScheduler):
             # leave the two a step apart: a rung arrival in the trial's last result that our
             # state lacks is recorded now. A paused trial stays paused (Ray re-adds it PENDING).
             self._restoring.discard(trial.trial_id)
-            if trial.status == Trial.PENDING and state.alive and not bracket.done[state.rung]:
-                self._catch_up(trial, state)
-                if trial.trial_id in bracket.arrived[state.rung]:
-                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
-            return
+            if state.stopped and trial.status not in (Trial.TERMINATED, Trial.ERROR):
+                # We stopped it, but Ray's snapshot still has it unfinished (Ray does not mark a
+                # trial stopped while PAUSED for its next snapshot): stop it again before it runs.
+                trial.set_status(Trial.PAUSED)
+                self._to_stop.append(trial.trial_id)
+                return
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                return
+            if state.alive:
+                if trial.status == Trial.PENDING and not bracket.done[state.rung]:
+                    self._catch_up(trial, state)
+                    if trial.trial_id in bracket.arrived[state.rung]:
+                        trial.set_status(Trial.PAUSED)   # filed under its status after this hook
+                return
+            # It had errored and is resumed (resume_errored): a re-queue, as below.
         # Re-queued after a failure (max_failures): back to the rung it was heading to, if that
         # rung has not completed without it meanwhile.
         state.alive = True
         if bracket.done[state.rung]:
             state.alive = False
+            state.stopped = True
             self._to_stop.append(trial.trial_id)
         else:
             bracket.arrived[state.rung].pop(trial.trial_id, None)
@@ -170,6 +182,8 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         t, score = self._read(result)
         state = self._trials[trial.trial_id]
+        if state.stopped:
+            return self.STOP
         bracket = self._brackets[state.bracket]
         if t < bracket.resources[state.rung]:
             return self.STOP if t >= self._max_t else self.CONTINUE
@@ -195,6 +209,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
                     self._to_resume.append(tid)
             for tid in losers:
                 self._trials[tid].alive = False
+                self._trials[tid].stopped = True
                 decisions[tid] = self.STOP
                 if tid != reporter:
                     self._to_stop.append(tid)
@@ -227,9 +242,12 @@ class SuccessiveHalvingScheduler(MetricScheduler):
                 return trial
         return None
 
-    def _leave(self, trial_id: str, settle: bool = True) -> None:
+    def _leave(self, trial_id: str, settle: bool = True, stopped: bool = True) -> None:
         state = self._trials.get(trial_id)
-        if state is None or not state.alive:
+        if state is None:
+            return
+        state.stopped = state.stopped or stopped
+        if not state.alive:
             return
         state.alive = False
         bracket = self._brackets[state.bracket]
@@ -246,7 +264,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     def on_trial_error(self, tune_controller, trial: Trial):
         # Ray calls on_trial_add right after this when the trial is re-queued (max_failures), so
         # the rung is only settled without it at the next choose_trial_to_run.
-        self._leave(trial.trial_id, settle=False)
+        self._leave(trial.trial_id, settle=False, stopped=False)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
         self._leave(trial.trial_id)
