@@ -14,12 +14,13 @@ ROOT = os.path.dirname(HERE)
 EXPECTED_STEPS = {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1, 0.6: 1}
 
 
-def driver(api, phase, storage, results, scheduler="sha", hold=("0.3", "1")):
+def driver(api, phase, storage, results, scheduler="sha", hold=("0.3", "1"), reuse=True):
     """Start restore_driver.py; on "start", trial x=hold[0] hangs before reporting step hold[1]."""
     log = open(results + f".{phase}.log", "w")
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("TUNE_EXT_TEST_HOLD_X", None)
     env.pop("TUNE_EXT_TEST_HOLD_STEP", None)
+    env["TUNE_EXT_TEST_REUSE_ACTORS"] = "1" if reuse else "0"
     if phase == "start":
         env["TUNE_EXT_TEST_HOLD_X"], env["TUNE_EXT_TEST_HOLD_STEP"] = hold
     return subprocess.Popen([sys.executable, os.path.join(HERE, "restore_driver.py"), api, phase,
@@ -67,12 +68,14 @@ def rung0_waiting(snap):
 
 def rung0_closed(snap):
     """After rung 0 closed: 0.6, the 9th arrival, was stopped on its result; the other losers
-    are stopped while PAUSED, which Ray's snapshot often does not record (they stay "PAUSED").
-    The winner 0.9 hangs before step 2, so the first run cannot finish."""
-    return (0.6, "TERMINATED", 1) in snap
+    were stopped while PAUSED, which Ray's snapshot does not record without actor reuse (they
+    stay "PAUSED"). The winner 0.9 hangs before step 2, so the first run cannot finish."""
+    return (0.6, "TERMINATED", 1) in snap and (0.9, "RUNNING", 1) in snap
 
 
-KILLS = {"before": (rung0_waiting, ("0.3", "1")), "after": (rung0_closed, ("0.9", "2"))}
+# kill -> (when to kill, (x, step) the first run hangs at, reuse_actors)
+KILLS = {"before": (rung0_waiting, ("0.3", "1"), True),
+         "after": (rung0_closed, ("0.9", "2"), False)}
 
 
 @pytest.mark.parametrize("scheduler", ["sha", "hyperband"])
@@ -80,8 +83,8 @@ KILLS = {"before": (rung0_waiting, ("0.3", "1")), "after": (rung0_closed, ("0.9"
 @pytest.mark.parametrize("api", ["run", "tuner"])
 def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
     storage, results = str(tmp_path / "storage"), str(tmp_path / "results.jsonl")
-    ready, hold = KILLS[kill]
-    first = driver(api, "start", storage, results, scheduler, hold)
+    ready, hold, reuse = KILLS[kill]
+    first = driver(api, "start", storage, results, scheduler, hold, reuse)
     deadline = time.monotonic() + 240
     # Kill the whole driver group once Ray's experiment snapshot in storage (what a restore sees)
     # shows the state we want to restore from. "before": a fresh scheduler would restart the 5
@@ -103,8 +106,11 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
         assert {r["step"] for r in before} == {1}
     else:
         assert {r["x"] for r in before if r["step"] == 1} == set(EXPECTED_STEPS)
+        # the case to reconcile: losers stopped by the scheduler, "PAUSED" in Ray's snapshot
+        assert {x for x, status, _ in snapshot(storage) if status == "PAUSED"} & \
+            {0.1, 0.2, 0.3, 0.4, 0.5}
 
-    second = driver(api, "resume", storage, results, scheduler)
+    second = driver(api, "resume", storage, results, scheduler, reuse=reuse)
     try:
         second.wait(timeout=150)
     finally:
