@@ -35,7 +35,9 @@ class Writer(tune.Callback):
         self.path = path
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        with open(self.path, "a") as f:
+        # Tuner.restore unpickles this callback with the path of the run it was created in; the
+        # tests restore copies of experiments, so the driver's own path wins.
+        with open(os.environ.get("TUNE_EXT_TEST_RESULTS", self.path), "a") as f:
             f.write(json.dumps({"x": trial.config["x"], "step": result["step"]}) + "\n")
             f.flush()
 
@@ -43,11 +45,10 @@ class Writer(tune.Callback):
 class Logged:
     """Mixin: appends each hook call to RESULTS_JSONL.<phase>.trace (shown when the test fails)."""
 
-    trace = None
-
     def _log(self, *what):
-        if self.trace:
-            with open(self.trace, "a") as f:
+        trace = os.environ.get("TUNE_EXT_TEST_TRACE")   # a class attribute would be pickled
+        if trace:
+            with open(trace, "a") as f:
                 f.write(" ".join(map(str, what)) + "\n")
 
     def on_trial_add(self, tc, trial):
@@ -82,7 +83,8 @@ SCHEDULERS = {"sha": LoggedSHA, "hyperband": LoggedHyperband}
 def main(api, phase, storage, results, scheduler="sha"):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    Logged.trace = f"{results}.{phase}.trace"
+    os.environ["TUNE_EXT_TEST_TRACE"] = f"{results}.{phase}.trace"
+    os.environ["TUNE_EXT_TEST_RESULTS"] = results
     sched = SCHEDULERS[scheduler](max_t=9, reduction_factor=3)
     callbacks = [SchedulerStateCallback(sched), Writer(results)]
     trainable = tune.with_resources(e2e_helpers.checkpointing_trainable, {"cpu": 2})

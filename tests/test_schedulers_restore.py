@@ -1,6 +1,7 @@
 """Kill a real driver with SIGKILL mid-run, restore the experiment, check the scheduler resumed."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,3 +133,81 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
     # each trial counted once per rung: no loss, no duplicates, no double promotion
     assert "t=1: 9 arrived, 0 expected (done) | t=3: 3 arrived, 0 expected (done) | " \
            "t=9: 1 arrived, 0 expected (done)" in final
+
+
+def kill_after_rung0(api, storage, results, scheduler="sha"):
+    """Run until rung 0 closed (its losers stopped while PAUSED), then SIGKILL the driver."""
+    ready, hold, reuse = KILLS["after"]
+    first = driver(api, "start", storage, results, scheduler, hold, reuse)
+    deadline = time.monotonic() + 240
+    try:
+        while not ready(snapshot(storage)):
+            assert first.poll() is None, tail(results + ".start.log")
+            assert time.monotonic() < deadline, "driver made no progress"
+            time.sleep(0.05)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """One killed SHA experiment per API, copied by each test before it damages a file."""
+    made = {}
+
+    def get(api):
+        if api not in made:
+            base = tmp_path_factory.mktemp(f"killed-{api}")
+            kill_after_rung0(api, str(base / "storage"), str(base / "results.jsonl"))
+            made[api] = base
+        return made[api]
+    return get
+
+
+def damage(experiment, how):
+    kind, pattern = how.split(":")
+    (path,) = [os.path.join(experiment, f) for f in os.listdir(experiment)
+               if f.startswith(pattern)]
+    if kind == "delete":
+        os.remove(path)
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data[:len(data) // 3])
+
+
+@pytest.mark.parametrize("how", ["delete:callback-states-", "truncate:callback-states-",
+                                 "delete:experiment_state-", "truncate:experiment_state-"])
+@pytest.mark.parametrize("api", ["run", "tuner"])
+def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
+    """A deleted scheduler state is rebuilt from the trials' last results (with a warning naming
+    the file) and gives the uninterrupted run's decisions; any other missing or unreadable state
+    file is an error naming it, and nothing trains (Ray alone would start afresh and exit 0)."""
+    shutil.copytree(killed(api), tmp_path / "exp")
+    storage, results = str(tmp_path / "exp" / "storage"), str(tmp_path / "exp" / "results.jsonl")
+    damage(os.path.join(storage, "killed"), how)
+    before = read(results)
+    second = driver(api, "resume", storage, results, "sha", reuse=False)
+    try:
+        second.wait(timeout=150)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    with open(results + ".resume.log") as f:
+        log = f.read()
+    after = read(results)[len(before):]
+    if how == "delete:callback-states-":
+        assert second.returncode == 0, log[-3000:]
+        warning = [line for line in log.splitlines() if "rebuilt the rungs" in line]
+        assert len(warning) == 1 and "callback-states-*.pkl" in warning[0], log[-3000:]
+        steps = {}
+        for r in before + after:
+            steps[r["x"]] = max(steps.get(r["x"], 0), r["step"])
+        assert steps == EXPECTED_STEPS, (before, after)
+    else:
+        assert second.returncode != 0, log[-3000:]
+        error = [line for line in log.splitlines() if line.startswith("RuntimeError:")]
+        assert error and how.split(":")[1] in error[-1] and "LoggedSHA" in error[-1], log[-3000:]
+        assert after == []

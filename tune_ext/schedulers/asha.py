@@ -31,7 +31,7 @@ class _Rung:
 
 
 class _TrialState:
-    __slots__ = ("bracket", "rung", "key", "waiting", "alive")
+    __slots__ = ("bracket", "rung", "key", "waiting", "alive", "stopped")
 
     def __init__(self, bracket: int):
         self.bracket = bracket
@@ -39,6 +39,7 @@ class _TrialState:
         self.key = None         # its ranking key in that rung (promotion variant)
         self.waiting = False    # paused in that rung, not yet promoted
         self.alive = True
+        self.stopped = False    # ended for good (stopped, completed, removed); not by an error
 
 
 class ASHAScheduler(MetricScheduler):
@@ -92,6 +93,7 @@ class ASHAScheduler(MetricScheduler):
 
     def _init(self, max_t, eta, variant, bracket_resources: list[list[float]]) -> None:
         self._max_t, self._eta, self._variant = max_t, eta, variant
+        self.pauses_trials = variant == "promotion"
         self._brackets = [[_Rung(r) for r in res] for res in bracket_resources]
         self._resources = [list(res) for res in bracket_resources]
         self._trials: dict[str, _TrialState] = {}
@@ -99,6 +101,7 @@ class ASHAScheduler(MetricScheduler):
         self._seq = 0
         self._added = 0
         self._promoting: Optional[str] = None
+        self._to_stop: list[str] = []            # restored trials we had stopped: stop again
         self._restoring: Optional[set] = None    # trial ids to re-bind after set_state
         self._num_stopped = self._num_paused = self._num_promoted = 0
 
@@ -108,19 +111,37 @@ class ASHAScheduler(MetricScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial):
         self._require_metric()
+        self._check_searcher(tune_controller)
         self._objects[trial.trial_id] = trial
         state = self._trials.get(trial.trial_id)
         if state is not None:      # re-queued after a failure, or restored: keep its rungs
-            state.alive = trial.status not in (Trial.TERMINATED, Trial.ERROR)
-            if self._restoring and trial.trial_id in self._restoring:
+            restoring = bool(self._restoring) and trial.trial_id in self._restoring
+            if restoring:
                 self._restoring.discard(trial.trial_id)
-                if trial.status == Trial.PENDING and not state.waiting:
-                    self._catch_up(trial, state)
+            if restoring and state.stopped and trial.status not in (Trial.TERMINATED, Trial.ERROR):
+                # We stopped it while PAUSED, which Ray's snapshot does not record: stop it again
+                # before it runs (the controller files it under PAUSED after this hook).
+                trial.set_status(Trial.PAUSED)
+                self._to_stop.append(trial.trial_id)
+                return
+            state.alive = trial.status not in (Trial.TERMINATED, Trial.ERROR)
+            if restoring and trial.status == Trial.PENDING and not state.waiting:
+                self._catch_up(trial, state)
             if state.waiting and trial.status == Trial.PENDING:
                 # Restored while paused in a rung: stay paused until promoted. The controller
                 # files the trial under its status only after this hook, so this is safe here.
                 trial.set_status(Trial.PAUSED)
             return
+        if self._restoring is None:
+            if self._has_history(trial):
+                raise RuntimeError(
+                    f"{type(self).__name__}: this experiment restore has no saved scheduler state "
+                    f"({self._state_location(trial)} missing or unreadable), and ASHA's rungs "
+                    f"cannot be rebuilt exactly from the trials' last results (they lack the "
+                    f"scores at the lower rungs). Put the file back and resume again, pass "
+                    f"SchedulerStateCallback(scheduler) in callbacks when you start an "
+                    f"experiment, or start a new experiment under another name.")
+            self._check_not_a_silent_restart(trial)
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
             return                 # restored as finished and unknown to us: nothing to schedule
         state = self._trials[trial.trial_id] = _TrialState(self._choose_bracket())
@@ -151,12 +172,19 @@ class ASHAScheduler(MetricScheduler):
 
     # ---- a worker reports: record the result in every rung it reached ----
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        t, score = self._read(result)
         state = self._trials[trial.trial_id]
+        if state.stopped:
+            return self.STOP
+        decision = self._decide(state, trial.trial_id, result)
+        state.stopped = decision == self.STOP
+        return decision
+
+    def _decide(self, state: _TrialState, trial_id: str, result: dict) -> str:
+        t, score = self._read(result)
         resources = self._resources[state.bracket]
         nxt = state.rung + 1
         if nxt < len(resources) and t >= resources[nxt]:
-            return self._arrive(state, trial.trial_id, highest_rung_reached(resources, t), score)
+            return self._arrive(state, trial_id, highest_rung_reached(resources, t), score)
         if t >= self._max_t:
             self._num_stopped += 1
             return self.STOP
@@ -220,6 +248,11 @@ class ASHAScheduler(MetricScheduler):
         self._num_promoted += 1
 
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        for tid in self._to_stop:
+            trial = self._objects.get(tid)
+            if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
+                tune_controller.stop_trial(trial)
+        self._to_stop = []
         if self._variant == "promotion":
             if self._promoting is not None:
                 trial = self._objects.get(self._promoting)
@@ -252,17 +285,18 @@ class ASHAScheduler(MetricScheduler):
                   and self._objects[tid].status == Trial.PAUSED]
         for st, trial in paused:
             # Its result stays in the rung (it is a real measurement); it just is not waiting.
-            st.waiting = False
+            st.waiting, st.stopped = False, True
             self._brackets[st.bracket][st.rung].num_waiting -= 1
             self._num_stopped += 1
             tune_controller.stop_trial(trial)
 
     # ---- trials that leave: their paused records leave the rung with them ----
-    def _withdraw(self, trial_id: str) -> None:
+    def _withdraw(self, trial_id: str, stopped: bool = False) -> None:
         state = self._trials.get(trial_id)
         if state is None:
             return
         state.alive = False
+        state.stopped = state.stopped or stopped
         if state.waiting:
             rung = self._brackets[state.bracket][state.rung]
             rung.values.remove(state.key)
@@ -282,7 +316,7 @@ class ASHAScheduler(MetricScheduler):
                 for k in range(state.rung + 1, top + 1):
                     self._brackets[state.bracket][k].values.add(key)
                 state.rung, state.key = top, key
-        self._withdraw(trial.trial_id)
+        self._withdraw(trial.trial_id, stopped=True)
         self._objects.pop(trial.trial_id, None)
 
     def _next_seq(self) -> int:
@@ -293,7 +327,7 @@ class ASHAScheduler(MetricScheduler):
         self._withdraw(trial.trial_id)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
-        self._withdraw(trial.trial_id)
+        self._withdraw(trial.trial_id, stopped=True)
         self._objects.pop(trial.trial_id, None)
 
     def debug_string(self) -> str:

@@ -1,13 +1,17 @@
 """Synchronous successive halving (SHA), the building block Hyperband runs bracket by bracket."""
 from __future__ import annotations
 
+import logging
+import math
 from typing import Optional
 
 from ray.tune.experiment import Trial
 
 from tune_ext.schedulers._base import MetricScheduler
-from tune_ext.schedulers.brackets import (check_geometry, max_bracket_index, rung_resources,
-                                          survivors)
+from tune_ext.schedulers.brackets import (check_geometry, highest_rung_reached,
+                                          max_bracket_index, rung_resources, survivors)
+
+logger = logging.getLogger(__name__)
 
 
 class _Bracket:
@@ -52,7 +56,8 @@ class _Bracket:
                 continue
             keep = survivors(len(self.arrived[i]), self.eta)
             winners, losers = ranked[:keep], ranked[keep:]
-            self.expected[i + 1].update(winners)
+            # (a rebuilt book already holds the next-rung arrivals of winners that went on)
+            self.expected[i + 1].update(w for w in winners if w not in self.arrived[i + 1])
             out.append((winners, losers))
         return out
 
@@ -109,6 +114,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._restoring: set[str] = set()
         self._restored = False
         self._unsettled: set[int] = set()
+        self._unbooked: list[Trial] = []   # restored without our state: rebuilt before any runs
 
     def _new_band(self) -> list[_Bracket]:
         """Brackets that open when all earlier ones are full: SHA has one, as large as needed."""
@@ -125,8 +131,18 @@ class SuccessiveHalvingScheduler(MetricScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial):
         self._require_metric()
+        self._check_searcher(tune_controller)
         self._objects[trial.trial_id] = trial
         state = self._trials.get(trial.trial_id)
+        if state is None and not self._restored:
+            if self._unbooked or self._has_history(trial):
+                # Experiment restore without our saved state: collect every trial, rebuild the
+                # rungs from their last results before any of them runs (choose_trial_to_run).
+                self._unbooked.append(trial)
+                if trial.status == Trial.PENDING:
+                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
+                return
+            self._check_not_a_silent_restart(trial)
         if state is None and trial.status in (Trial.TERMINATED, Trial.ERROR):
             return                 # restored as finished and unknown to us: nothing to schedule
         if state is None:
@@ -215,7 +231,49 @@ class SuccessiveHalvingScheduler(MetricScheduler):
                     self._to_stop.append(tid)
         return decisions
 
+    def _rebuild(self) -> None:
+        """Restore without saved state: replay each trial's last result in trial order. A trial
+        records an arrival in every rung up to the highest its last result reached (its score
+        there; +inf in the rungs below, which it must have won to get further), then the rungs
+        that can close are decided again: the rung-k losers are exactly the trials whose last
+        result sits in rung k, ranked by the same scores as when they arrived."""
+        trials, self._unbooked = sorted(self._unbooked, key=lambda t: t.trial_id), []
+        logger.warning(
+            "%s: no saved scheduler state was restored (%s missing or unreadable); rebuilt the "
+            "rungs from the last results of the %d restored trials", type(self).__name__,
+            self._state_location(trials[0]), len(trials))
+        touched = set()
+        for trial in trials:
+            tid = trial.trial_id
+            b = self._bracket_for_new_trial()
+            bracket, state = self._brackets[b], _TrialState(b)
+            self._trials[tid] = state
+            bracket.join(tid)
+            touched.add(b)
+            if trial.status == Trial.ERROR:
+                state.alive = False
+                bracket.expected[0].discard(tid)
+                continue
+            if self._has_keys(trial.last_result):
+                t, score = self._read(trial.last_result)
+                top = highest_rung_reached(bracket.resources, t)
+                for k in range(top + 1):
+                    self._seq += 1
+                    bracket.arrived[k][tid] = (score if k == top else math.inf, self._seq)
+                if top >= 0:
+                    bracket.expected[0].discard(tid)
+            if trial.status == Trial.TERMINATED:
+                state.alive, state.stopped = False, True
+                bracket.expected[0].discard(tid)
+        for b in sorted(touched):
+            self._settle(self._brackets[b])
+        # Resume what must train (a live trial not yet arrived in the rung it is heading to);
+        # choose_trial_to_run skips those that wait in a rung.
+        self._to_resume.extend(t.trial_id for t in trials if self._trials[t.trial_id].alive)
+
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        if self._unbooked:
+            self._rebuild()
         for b in sorted(self._unsettled):
             self._settle(self._brackets[b])
         self._unsettled.clear()
@@ -235,12 +293,20 @@ class SuccessiveHalvingScheduler(MetricScheduler):
             trial = self._objects.get(tid)
             if trial is None or trial.status != Trial.RUNNING:   # RUNNING: still saving its pause
                 self._to_resume.remove(tid)
-            if trial is not None and trial.status == Trial.PAUSED:
+            if trial is not None and trial.status == Trial.PAUSED and not self._waits(tid):
                 return trial
         for trial in tune_controller.get_trials():
             if trial.status == Trial.PENDING:
                 return trial
         return None
+
+    def _knows(self, trial_id: str) -> bool:
+        return trial_id in self._trials or any(t.trial_id == trial_id for t in self._unbooked)
+
+    def _waits(self, trial_id: str) -> bool:
+        """Paused in the rung it has arrived at, until that rung completes."""
+        state = self._trials[trial_id]
+        return trial_id in self._brackets[state.bracket].arrived[state.rung]
 
     def _leave(self, trial_id: str, settle: bool = True, stopped: bool = True) -> None:
         state = self._trials.get(trial_id)

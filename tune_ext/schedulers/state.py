@@ -1,9 +1,40 @@
 """Scheduler state that survives an experiment restore, saved as Ray Tune callback state."""
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import Optional
 
 from ray.tune import Callback
+
+# Ray's TuneController logs this (with the exception) when it cannot read an experiment's saved
+# state, then starts the experiment afresh and exits 0: we turn that into an error.
+RAY_RESTORE_FAILED = "Failed to restore the run state."
+STATE_FILE_OF = {"callback.py": "callback-states-*.pkl (the scheduler state)",
+                 "search_generator.py": "search_gen_state-*.json (the search state)",
+                 "searcher.py": "searcher-state-*.pkl (the searcher state)",
+                 "tune_controller.py": "experiment_state-*.json (the trial table)"}
+
+
+class _RestoreFailures(logging.Handler):
+    """Remembers Ray's last failed restore until a SchedulerStateCallback reports it."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.failure: Optional[str] = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() != RAY_RESTORE_FAILED or not record.exc_info:
+            return
+        exc = record.exc_info[1]
+        frames = traceback.extract_tb(record.exc_info[2])
+        where = next((STATE_FILE_OF[f.filename.rsplit("/", 1)[-1]] for f in reversed(frames)
+                      if f.filename.rsplit("/", 1)[-1] in STATE_FILE_OF), "its saved state")
+        self.failure = f"{where} is missing or unreadable ({type(exc).__name__}: {exc})"
+
+
+RESTORE_FAILURES = _RestoreFailures()
+logging.getLogger("ray.tune.execution.tune_controller").addHandler(RESTORE_FAILURES)
 
 
 class SchedulerStateCallback(Callback):
@@ -28,6 +59,30 @@ class SchedulerStateCallback(Callback):
             raise ValueError(f"scheduler must be a tune-ext scheduler with get_state/set_state, "
                              f"got {type(scheduler).__name__}")
         self.scheduler = scheduler
+        self._verified = False
+
+    def setup(self, **info):
+        failure, RESTORE_FAILURES.failure = RESTORE_FAILURES.failure, None
+        if failure is not None:
+            raise RuntimeError(
+                f"{type(self.scheduler).__name__}: Ray could not restore this experiment and would "
+                f"start it afresh, discarding the trials already trained: {failure}. Put that "
+                f"file back (or repair it) in the experiment directory and resume again; a "
+                f"callback-states-*.pkl that is deleted is fine (the scheduler then rebuilds its "
+                f"rungs from the trials' results, with a warning). Or start a new experiment under "
+                f"another name.")
+
+    # A restore that Ray gave up halfway (unreadable callback state) runs no step at all.
+    def on_step_begin(self, iteration: int, trials: list, **info):
+        self._verify(trials)
+
+    def on_experiment_end(self, trials: list, **info):
+        self._verify(trials)
+
+    def _verify(self, trials: list) -> None:
+        if not self._verified:
+            self._verified = True
+            self.scheduler.verify_restored(trials)
 
     def get_state(self) -> Optional[dict]:
         return {"scheduler": self.scheduler.get_state()}
