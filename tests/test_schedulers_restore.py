@@ -62,6 +62,14 @@ def read(results):
         return [json.loads(line) for line in f if line.endswith("\n")]
 
 
+def last_steps(records):
+    """x -> the highest step it reported."""
+    steps = {}
+    for r in records:
+        steps[r["x"]] = max(steps.get(r["x"], 0), r["step"])
+    return steps
+
+
 def rung0_waiting(snap):
     """Before rung 0 closes: 5 trials paused there (the 6th, 0.3, hangs before reporting)."""
     return sum(step is not None for _, _, step in snap) >= 5
@@ -79,28 +87,46 @@ KILLS = {"before": (rung0_waiting, ("0.3", "1"), True),
          "after": (rung0_closed, ("0.9", "2"), False)}
 
 
+def start_and_kill(api, storage, results, scheduler, kill):
+    """Start a driver; SIGKILL its process group once Ray's experiment snapshot in storage shows
+    the state KILLS[kill] waits for. Returns whether it reused actors."""
+    ready, hold, reuse = KILLS[kill]
+    first = driver(api, "start", storage, results, scheduler, hold, reuse)
+    deadline = time.monotonic() + 240
+    try:
+        while not ready(snapshot(storage)):
+            assert first.poll() is None, tail(results + ".start.log")
+            assert time.monotonic() < deadline, "driver made no progress"
+            time.sleep(0.05)   # polling the snapshot, not a timing assumption
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    return reuse
+
+
+def resume(api, storage, results, scheduler, reuse):
+    """Restore the experiment in a new driver; a hang is killed after 150 s (and fails)."""
+    second = driver(api, "resume", storage, results, scheduler, reuse=reuse)
+    try:
+        second.wait(timeout=150)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    return second
+
+
 @pytest.mark.parametrize("scheduler", ["sha", "hyperband"])
 @pytest.mark.parametrize("kill", ["before", "after"])
 @pytest.mark.parametrize("api", ["run", "tuner"])
 def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
     storage, results = str(tmp_path / "storage"), str(tmp_path / "results.jsonl")
-    ready, hold, reuse = KILLS[kill]
-    first = driver(api, "start", storage, results, scheduler, hold, reuse)
-    deadline = time.monotonic() + 240
     # Kill the whole driver group once Ray's experiment snapshot in storage (what a restore sees)
     # shows the state we want to restore from. "before": a fresh scheduler would restart the 5
     # paused trials as PENDING and they would run past step 1. "after": the 6 losers were stopped
     # while PAUSED, which Ray's snapshot does not record; restored as PENDING they would train on
     # and pause again, and the experiment would hang.
-    try:
-        while not ready(snapshot(storage)):
-            assert first.poll() is None, tail(results + ".start.log")
-            assert time.monotonic() < deadline, "driver made no progress"
-            time.sleep(0.05)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    reuse = start_and_kill(api, storage, results, scheduler, kill)
     before = read(results)
     if kill == "before":
         assert sorted(r["x"] for r in before) == [0.1, 0.2, 0.5, 0.7, 0.9]
@@ -111,18 +137,11 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
         assert {x for x, status, _ in snapshot(storage) if status == "PAUSED"} & \
             {0.1, 0.2, 0.3, 0.4, 0.5}
 
-    second = driver(api, "resume", storage, results, scheduler, reuse=reuse)
-    try:
-        second.wait(timeout=150)
-    finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
+    second = resume(api, storage, results, scheduler, reuse)
     assert second.returncode == 0, (tail(results + ".resume.log"), tail(results + ".start.trace"),
                                     tail(results + ".resume.trace"))
     after = read(results)[len(before):]
-    steps = {}
-    for r in before + after:
-        steps[r["x"]] = max(steps.get(r["x"], 0), r["step"])
+    steps = last_steps(before + after)
     # Paused trials stayed paused after the restore and stopped ones stayed stopped: the 6 losers
     # never ran past step 1, and only 0.9, 0.8, 0.7 (rung 0's top 3) and then 0.9 (rung 1's top
     # 1) went on, exactly as in an uninterrupted run.
@@ -135,22 +154,6 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
            "t=9: 1 arrived, 0 expected (done)" in final
 
 
-def kill_after_rung0(api, storage, results, scheduler="sha"):
-    """Run until rung 0 closed (its losers stopped while PAUSED), then SIGKILL the driver."""
-    ready, hold, reuse = KILLS["after"]
-    first = driver(api, "start", storage, results, scheduler, hold, reuse)
-    deadline = time.monotonic() + 240
-    try:
-        while not ready(snapshot(storage)):
-            assert first.poll() is None, tail(results + ".start.log")
-            assert time.monotonic() < deadline, "driver made no progress"
-            time.sleep(0.05)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-
-
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory):
     """One killed SHA experiment per API, copied by each test before it damages a file."""
@@ -159,7 +162,7 @@ def killed(tmp_path_factory):
     def get(api):
         if api not in made:
             base = tmp_path_factory.mktemp(f"killed-{api}")
-            kill_after_rung0(api, str(base / "storage"), str(base / "results.jsonl"))
+            start_and_kill(api, str(base / "storage"), str(base / "results.jsonl"), "sha", "after")
             made[api] = base
         return made[api]
     return get
@@ -189,12 +192,7 @@ def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
     storage, results = str(tmp_path / "exp" / "storage"), str(tmp_path / "exp" / "results.jsonl")
     damage(os.path.join(storage, "killed"), how)
     before = read(results)
-    second = driver(api, "resume", storage, results, "sha", reuse=False)
-    try:
-        second.wait(timeout=150)
-    finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
+    second = resume(api, storage, results, "sha", reuse=False)
     with open(results + ".resume.log") as f:
         log = f.read()
     after = read(results)[len(before):]
@@ -202,9 +200,7 @@ def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
         assert second.returncode == 0, log[-3000:]
         warning = [line for line in log.splitlines() if "rebuilt the rungs" in line]
         assert len(warning) == 1 and "callback-states-*.pkl" in warning[0], log[-3000:]
-        steps = {}
-        for r in before + after:
-            steps[r["x"]] = max(steps.get(r["x"], 0), r["step"])
+        steps = last_steps(before + after)
         assert steps == EXPECTED_STEPS, (before, after)
     else:
         assert second.returncode != 0, log[-3000:]

@@ -15,6 +15,15 @@ MODES = ("min", "max")
 STATE_FILES = "callback-states-*.pkl"
 
 
+def encode_score(x: float):
+    """A score as JSON-able data: non-finite values as strings."""
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def decode_score(x) -> float:
+    return float(x)
+
+
 class MetricScheduler(TrialScheduler):
     """Base class: reads ``time_attr`` and ``metric`` from results and turns the metric into a
     score where higher is better and every non-finite value (NaN, +inf, -inf) ranks last."""
@@ -108,7 +117,8 @@ class MetricScheduler(TrialScheduler):
     # ---- restore without our saved state ----
     def _has_history(self, trial: Trial) -> bool:
         """A trial that ran before this driver: only an experiment restore adds such a trial."""
-        return trial.status in (Trial.TERMINATED, Trial.ERROR) or self._has_keys(trial.last_result)
+        return trial.status in (Trial.TERMINATED, Trial.ERROR) or \
+            self._has_keys(getattr(trial, "last_result", None))
 
     def _state_location(self, trial: Trial) -> str:
         """Where SchedulerStateCallback's state lives (for messages): Ray's callback-state file."""
@@ -138,14 +148,20 @@ class MetricScheduler(TrialScheduler):
             f"trials' results), or start a new experiment under another name.")
 
     def _check_not_a_silent_restart(self, trial: Trial) -> None:
-        """First trial of a run that was not restored: refuse to start afresh over an experiment
-        whose saved state exists (Ray restarts from scratch when it cannot read its state)."""
+        """First trial of a run that was not restored, over an experiment directory that holds
+        saved state: say so (Ray starts afresh when it cannot read its state; with
+        SchedulerStateCallback that is an error, see state.py; a deliberate re-run under the
+        same name is allowed)."""
         if self._checked_start:
             return
         self._checked_start = True
         directory, files = self._earlier_run(trial)
         if files:
-            raise self._unreadable_state(directory, files, "this run did not restore it")
+            logger.warning(
+                "%s: %s holds an earlier run of this experiment (%s) that this run does not "
+                "continue; it starts afresh. If you meant to resume, Ray could not read that "
+                "state: see 'Failed to restore the run state' above.", type(self).__name__,
+                directory, ", ".join(files))
 
     def _knows(self, trial_id: str) -> bool:
         return trial_id in self._trials
@@ -161,7 +177,26 @@ class MetricScheduler(TrialScheduler):
                 directory or "the experiment directory", files or [STATE_FILES],
                 f"{len(lost)} of its trials never reached the scheduler")
 
-    # State that survives a driver restart: plain data, no Trial objects.
+    # State that survives a driver restart: JSON-able plain data with a version, no Trial objects.
+    def _check_saved(self, state, version: int, geometry: list) -> None:
+        """ValueError naming the class when saved state is not ours, of another version, or of
+        another geometry (max_t, min_t, eta)."""
+        name = type(self).__name__
+        if not isinstance(state, dict) or "version" not in state:
+            raise ValueError(f"{name}: the saved scheduler state is not a tune-ext scheduler state "
+                             f"(got {type(state).__name__}); start a new experiment or put back "
+                             f"the matching callback-states-*.pkl")
+        if state["version"] != version:
+            raise ValueError(f"{name}: saved scheduler state has version {state['version']}, this "
+                             f"tune-ext reads version {version}; resume with the tune-ext that "
+                             f"wrote it")
+        if state["geometry"] != geometry:
+            raise ValueError(f"{name}: saved state is for (max_t, min_t, reduction_factor) = "
+                             f"{tuple(state['geometry'])}, this scheduler has {tuple(geometry)}; "
+                             f"construct it with the experiment's arguments")
+        self._metric = self._metric or state["metric"]
+        self._mode = self._mode or state["mode"]
+
     def get_state(self) -> dict:
         raise NotImplementedError
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 from ray.tune.experiment import Trial
 
-from tune_ext.schedulers._base import MetricScheduler
+from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score
 from tune_ext.schedulers.brackets import (check_geometry, continues_at_arrival,
                                           highest_rung_reached, max_bracket_index,
                                           promotable_count, rung_resources)
@@ -17,6 +17,20 @@ from tune_ext.schedulers.ranking import RankedValues
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("promotion", "stopping")
+STATE_VERSION = 1
+
+
+def _encode_key(key):
+    """A rung key as JSON-able data: a score ("stopping") or [score, -arrival] ("promotion")."""
+    if key is None:
+        return None
+    return [encode_score(key[0]), key[1]] if isinstance(key, tuple) else encode_score(key)
+
+
+def _decode_key(data):
+    if data is None:
+        return None
+    return (decode_score(data[0]), data[1]) if isinstance(data, list) else decode_score(data)
 
 
 class _Rung:
@@ -172,21 +186,17 @@ class ASHAScheduler(MetricScheduler):
 
     # ---- a worker reports: record the result in every rung it reached ----
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        state = self._trials[trial.trial_id]
-        if state.stopped:
-            return self.STOP
-        decision = self._decide(state, trial.trial_id, result)
-        state.stopped = decision == self.STOP
-        return decision
-
-    def _decide(self, state: _TrialState, trial_id: str, result: dict) -> str:
         t, score = self._read(result)
+        state = self._trials[trial.trial_id]
+        if state.stopped:          # restored after we stopped it: stop it again
+            return self.STOP
         resources = self._resources[state.bracket]
         nxt = state.rung + 1
         if nxt < len(resources) and t >= resources[nxt]:
-            return self._arrive(state, trial_id, highest_rung_reached(resources, t), score)
+            return self._arrive(state, trial.trial_id, highest_rung_reached(resources, t), score)
         if t >= self._max_t:
             self._num_stopped += 1
+            state.stopped = True
             return self.STOP
         return self.CONTINUE
 
@@ -202,6 +212,7 @@ class ASHAScheduler(MetricScheduler):
             if top == len(rungs) - 1 or not continues_at_arrival(better, len(rung.values),
                                                                   self._eta):
                 self._num_stopped += 1
+                state.stopped = True
                 return self.STOP
             return self.CONTINUE
         # promotion: ties rank by arrival, so keys are (score, -arrival)
@@ -212,6 +223,7 @@ class ASHAScheduler(MetricScheduler):
         state.rung, state.key = top, key
         if top == len(rungs) - 1:
             self._num_stopped += 1
+            state.stopped = True
             return self.STOP
         rung = rungs[top]
         heapq.heappush(rung.waiting, (-score, self._seq, trial_id))
@@ -340,11 +352,39 @@ class ASHAScheduler(MetricScheduler):
         return "\n".join(lines)
 
     def get_state(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k != "_objects"}
-        state["_promoting"] = None
-        return state
+        """Rungs (recorded keys, paused trials), trial states and counters as JSON-able plain
+        data, with a version."""
+        return {"version": STATE_VERSION,
+                "geometry": [self._max_t, self._eta, self._variant, self._resources],
+                "metric": self._metric, "mode": self._mode, "seq": self._seq, "added": self._added,
+                "counters": [self._num_stopped, self._num_paused, self._num_promoted],
+                "rungs": [[{"values": [_encode_key(k) for k in rung.values],
+                            "waiting": [[encode_score(neg), seq, tid]
+                                        for neg, seq, tid in rung.waiting],
+                            "num_waiting": rung.num_waiting} for rung in rungs]
+                          for rungs in self._brackets],
+                "trials": {tid: [st.bracket, st.rung, _encode_key(st.key), st.waiting, st.alive,
+                                 st.stopped] for tid, st in self._trials.items()},
+                "to_stop": list(self._to_stop)}
 
     def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self._check_saved(state, STATE_VERSION,
+                          [self._max_t, self._eta, self._variant, self._resources])
+        self._seq, self._added = state["seq"], state["added"]
+        self._num_stopped, self._num_paused, self._num_promoted = state["counters"]
+        for rungs, saved in zip(self._brackets, state["rungs"]):
+            for rung, data in zip(rungs, saved):
+                rung.values = RankedValues()
+                for key in data["values"]:
+                    rung.values.add(_decode_key(key))
+                rung.waiting = [(decode_score(neg), seq, tid) for neg, seq, tid in data["waiting"]]
+                rung.num_waiting = data["num_waiting"]   # (a heap stays a heap in list order)
+        self._trials = {}
+        for tid, (bracket, rung, key, waiting, alive, stopped) in state["trials"].items():
+            st = self._trials[tid] = _TrialState(bracket)
+            st.rung, st.key, st.waiting = rung, _decode_key(key), waiting
+            st.alive, st.stopped = alive, stopped
+        self._to_stop = list(state["to_stop"])
+        self._promoting = None
         self._objects = {}
         self._restoring = set(self._trials)

@@ -7,11 +7,13 @@ from typing import Optional
 
 from ray.tune.experiment import Trial
 
-from tune_ext.schedulers._base import MetricScheduler
+from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score
 from tune_ext.schedulers.brackets import (check_geometry, highest_rung_reached,
                                           max_bracket_index, rung_resources, survivors)
 
 logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
 
 
 class _Bracket:
@@ -63,6 +65,23 @@ class _Bracket:
 
     def exhausted(self) -> bool:
         return self.done[-1]
+
+    def to_data(self) -> dict:
+        return {"resources": list(self.resources), "capacity": self.capacity,
+                "members": self.members, "closed": self.closed, "done": list(self.done),
+                "expected": [sorted(e) for e in self.expected],
+                "arrived": [[[tid, encode_score(score), seq] for tid, (score, seq) in a.items()]
+                            for a in self.arrived]}
+
+    @classmethod
+    def from_data(cls, data: dict, eta) -> "_Bracket":
+        bracket = cls(list(data["resources"]), data["capacity"], eta)
+        bracket.members, bracket.closed = data["members"], data["closed"]
+        bracket.done = list(data["done"])
+        bracket.expected = [set(e) for e in data["expected"]]
+        bracket.arrived = [{tid: (decode_score(score), seq) for tid, score, seq in a}
+                           for a in data["arrived"]]
+        return bracket
 
 
 class _TrialState:
@@ -347,10 +366,25 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         return "\n".join(lines)
 
     def get_state(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_objects"}
+        """The brackets, rungs and trial states as JSON-able plain data, with a version."""
+        return {"version": STATE_VERSION, "geometry": [self._max_t, self._min_t, self._eta],
+                "metric": self._metric, "mode": self._mode, "seq": self._seq,
+                "bands": self._bands, "brackets": [b.to_data() for b in self._brackets],
+                "trials": {tid: [st.bracket, st.rung, st.alive, st.stopped]
+                           for tid, st in self._trials.items()},
+                "to_resume": list(self._to_resume), "to_stop": list(self._to_stop),
+                "unsettled": sorted(self._unsettled)}
 
     def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._objects = {}
+        self._check_saved(state, STATE_VERSION, [self._max_t, self._min_t, self._eta])
+        self._seq, self._bands = state["seq"], state["bands"]
+        self._brackets = [_Bracket.from_data(b, self._eta) for b in state["brackets"]]
+        self._trials = {}
+        for tid, (bracket, rung, alive, stopped) in state["trials"].items():
+            st = self._trials[tid] = _TrialState(bracket)
+            st.rung, st.alive, st.stopped = rung, alive, stopped
+        self._to_resume, self._to_stop = list(state["to_resume"]), list(state["to_stop"])
+        self._unsettled = set(state["unsettled"])
+        self._objects, self._unbooked = {}, []
         self._restoring = set(self._trials)
         self._restored = True
