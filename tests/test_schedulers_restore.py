@@ -182,7 +182,8 @@ def damage(experiment, how):
 
 
 @pytest.mark.parametrize("how", ["delete:callback-states-", "truncate:callback-states-",
-                                 "delete:experiment_state-", "truncate:experiment_state-"])
+                                 "delete:experiment_state-", "truncate:experiment_state-",
+                                 "truncate:basic-variant-state-"])
 @pytest.mark.parametrize("api", ["run", "tuner"])
 def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
     """A deleted scheduler state is rebuilt from the trials' last results (with a warning naming

@@ -12,6 +12,7 @@ from ray.tune import Callback
 RAY_RESTORE_FAILED = "Failed to restore the run state."
 STATE_FILE_OF = {"callback.py": "callback-states-*.pkl (the scheduler state)",
                  "search_generator.py": "search_gen_state-*.json (the search state)",
+                 "basic_variant.py": "basic-variant-state-*.json (the search state)",
                  "searcher.py": "searcher-state-*.pkl (the searcher state)",
                  "tune_controller.py": "experiment_state-*.json (the trial table)"}
 

@@ -193,7 +193,9 @@ class SpaceSearcher(Searcher):
         name = type(self).__name__
         if self._space is None:
             raise ValueError(f"{name}: no search space: pass `space=` or Ray Tune domains in the "
-                             "config/param_space")
+                             "config/param_space (after Tuner.restore this means Ray could not "
+                             "read the experiment's saved state and started afresh: see 'Failed "
+                             "to restore the run state' above for the file)")
         if not self._metric or not self._mode:
             raise ValueError(f"{name}: metric and mode must be set (got metric={self._metric!r}, "
                              f"mode={self._mode!r}), in the constructor or in tune.run/TuneConfig")
