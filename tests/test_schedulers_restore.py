@@ -116,8 +116,14 @@ def resume(api, storage, results, scheduler, reuse):
     return second
 
 
-@pytest.mark.parametrize("scheduler", ["sha", "hyperband"])
-@pytest.mark.parametrize("kill", ["before", "after"])
+# The fast subset covers each claim; `-m "not slow"` leaves out repeats of a case on a second
+# scheduler or API.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("scheduler, kill", [
+    ("sha", "before"), ("sha", "after"), ("hyperband", "after"),
+    pytest.param("hyperband", "before", marks=SLOW)])
 @pytest.mark.parametrize("api", ["run", "tuner"])
 def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
     storage, results = str(tmp_path / "storage"), str(tmp_path / "results.jsonl")
@@ -181,10 +187,14 @@ def damage(experiment, how):
             f.write(data[:len(data) // 3])
 
 
-@pytest.mark.parametrize("how", ["delete:callback-states-", "truncate:callback-states-",
-                                 "delete:experiment_state-", "truncate:experiment_state-",
-                                 "truncate:basic-variant-state-"])
-@pytest.mark.parametrize("api", ["run", "tuner"])
+@pytest.mark.parametrize("api, how", [
+    *[("run", how) for how in ["delete:callback-states-", "truncate:callback-states-",
+                               "delete:experiment_state-", "truncate:experiment_state-",
+                               "truncate:basic-variant-state-"]],
+    ("tuner", "delete:callback-states-"),
+    *[pytest.param("tuner", how, marks=SLOW)
+      for how in ["truncate:callback-states-", "delete:experiment_state-",
+                  "truncate:experiment_state-", "truncate:basic-variant-state-"]]])
 def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
     """A deleted scheduler state is rebuilt from the trials' last results (with a warning naming
     the file) and gives the uninterrupted run's decisions; any other missing or unreadable state
