@@ -167,10 +167,11 @@ class MetricScheduler(TrialScheduler):
         return trial_id in self._trials
 
     def verify_restored(self, trials: list) -> None:
-        """Called by SchedulerStateCallback at the first step: a trial that ran before this
-        driver and that this scheduler was never handed means Ray's restore failed halfway (it
-        then runs nothing and exits as if finished)."""
-        lost = [t for t in trials if self._has_history(t) and not self._knows(t.trial_id)]
+        """Called by SchedulerStateCallback at the first step: an unfinished trial that ran before
+        this driver and that this scheduler was never handed would run unscheduled (a guard; a
+        restore that Ray gives up is caught from its log, see state.py)."""
+        lost = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)
+                and self._has_history(t) and not self._knows(t.trial_id)]
         if lost:
             directory, files = self._earlier_run(lost[0])
             raise self._unreadable_state(

@@ -45,14 +45,18 @@ class SchedulerStateCallback(Callback):
     Ray Tune does not checkpoint schedulers (ray issue 30838), but it does checkpoint callback
     state (``callback-states-*.pkl`` next to ``experiment_state-*.json``, written in the same
     ``save_to_dir``) and restores it *before* re-adding the trials. So the scheduler's state is
-    exactly as old as the trial table it goes with; on restore the scheduler recognises its
-    trials by id, keeps paused trials paused and never records a rung twice.
+    exactly as old as the trial table it goes with; on restore the scheduler reconciles it with
+    the trials Ray hands back (stopped trials are stopped again, paused ones stay paused, a rung is
+    never recorded twice). If Ray cannot read a saved file and would start afresh, ``setup``
+    raises a RuntimeError naming it; a missing callback-states file makes SHA/Hyperband rebuild
+    their rungs from the trials' last results (with a warning) and ASHA raise.
 
     Example::
 
         sched = ASHAScheduler(max_t=27)
         tune.run(train, scheduler=sched, callbacks=[SchedulerStateCallback(sched)], ...)
-        # after a crash: the same call with resume=True, or tune.Tuner.restore(path, train)
+        # after a crash: the same call with resume=True (an experiment started with Tuner.fit:
+        # tune.Tuner.restore(path, train).fit())
     """
 
     def __init__(self, scheduler):
@@ -73,14 +77,8 @@ class SchedulerStateCallback(Callback):
                 f"rungs from the trials' results, with a warning). Or start a new experiment under "
                 f"another name.")
 
-    # A restore that Ray gave up halfway (unreadable callback state) runs no step at all.
     def on_step_begin(self, iteration: int, trials: list, **info):
-        self._verify(trials)
-
-    def on_experiment_end(self, trials: list, **info):
-        self._verify(trials)
-
-    def _verify(self, trials: list) -> None:
+        # once: no unfinished trial that ran before this driver may run unscheduled
         if not self._verified:
             self._verified = True
             self.scheduler.verify_restored(trials)
