@@ -21,9 +21,11 @@ def checkpointing_trainable(config):
         with ckpt.as_directory() as d:
             with open(os.path.join(d, "step.json")) as f:
                 start = json.load(f)["step"]
-    if os.environ.get("TUNE_EXT_TEST_HOLD_X") == repr(config["x"]):
-        # The kill-and-restore test holds the experiment here (this trial never reports) so
-        # that it can SIGKILL the driver at a known point; the restored run does not set it.
+    if os.environ.get("TUNE_EXT_TEST_HOLD_X") == repr(config["x"]) \
+            and os.environ.get("TUNE_EXT_TEST_HOLD_STEP", "1") == str(start + 1):
+        # The kill-and-restore test holds the experiment here (this trial never reports step
+        # TUNE_EXT_TEST_HOLD_STEP) so that it can SIGKILL the driver at a known point; the
+        # restored run does not set it.
         threading.Event().wait()
     for step in range(start + 1, config.get("steps", 9) + 1):
         if config.get("fail_once_at", {}).get(config["x"]) == step and ckpt is None:

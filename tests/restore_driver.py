@@ -1,8 +1,8 @@
 """Subprocess driver for the kill-and-restore test.
 
-    python tests/restore_driver.py {run|tuner} {start|resume} STORAGE RESULTS_JSONL
+    python tests/restore_driver.py {run|tuner} {start|resume} STORAGE RESULTS_JSONL [sha|hyperband]
 
-Runs SHA over 9 configs, one trial at a time, appending every result to RESULTS_JSONL (flushed,
+Runs SHA (or Hyperband, whose first bracket holds the same 9 trials and rungs) over 9 configs, one trial at a time, appending every result to RESULTS_JSONL (flushed,
 so the test can kill this process after N results). On "resume" it restores the experiment with
 ``tune.run(resume=True)`` or ``Tuner.restore`` and writes the scheduler's debug string to
 RESULTS_JSONL + ".final".
@@ -22,7 +22,8 @@ import ray  # noqa: E402
 from ray import cloudpickle, tune  # noqa: E402
 
 import e2e_helpers  # noqa: E402
-from tune_ext.schedulers import SchedulerStateCallback, SuccessiveHalvingScheduler  # noqa: E402
+from tune_ext.schedulers import (HyperbandScheduler, SchedulerStateCallback,  # noqa: E402
+                                 SuccessiveHalvingScheduler)
 
 cloudpickle.register_pickle_by_value(e2e_helpers)
 ORDER = [0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8, 0.4, 0.6]
@@ -34,19 +35,20 @@ class Writer(tune.Callback):
         self.path = path
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        with open(self.path, "a") as f:
+        # Tuner.restore unpickles this callback with the path of the run it was created in; the
+        # tests restore copies of experiments, so the driver's own path wins.
+        with open(os.environ.get("TUNE_EXT_TEST_RESULTS", self.path), "a") as f:
             f.write(json.dumps({"x": trial.config["x"], "step": result["step"]}) + "\n")
             f.flush()
 
 
-class LoggedSHA(SuccessiveHalvingScheduler):
-    """SHA that appends each hook call to RESULTS_JSONL.<phase>.trace (shown when the test fails)."""
-
-    trace = None
+class Logged:
+    """Mixin: appends each hook call to RESULTS_JSONL.<phase>.trace (shown when the test fails)."""
 
     def _log(self, *what):
-        if self.trace:
-            with open(self.trace, "a") as f:
+        trace = os.environ.get("TUNE_EXT_TEST_TRACE")   # a class attribute would be pickled
+        if trace:
+            with open(trace, "a") as f:
                 f.write(" ".join(map(str, what)) + "\n")
 
     def on_trial_add(self, tc, trial):
@@ -67,28 +69,42 @@ class LoggedSHA(SuccessiveHalvingScheduler):
         self._log("set_state", self.debug_string())
 
 
-def main(api, phase, storage, results):
+class LoggedSHA(Logged, SuccessiveHalvingScheduler):
+    pass
+
+
+class LoggedHyperband(Logged, HyperbandScheduler):
+    pass
+
+
+SCHEDULERS = {"sha": LoggedSHA, "hyperband": LoggedHyperband}
+
+
+def main(api, phase, storage, results, scheduler="sha"):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    LoggedSHA.trace = f"{results}.{phase}.trace"
-    sched = LoggedSHA(max_t=9, reduction_factor=3)
+    os.environ["TUNE_EXT_TEST_TRACE"] = f"{results}.{phase}.trace"
+    os.environ["TUNE_EXT_TEST_RESULTS"] = results
+    sched = SCHEDULERS[scheduler](max_t=9, reduction_factor=3)
     callbacks = [SchedulerStateCallback(sched), Writer(results)]
     trainable = tune.with_resources(e2e_helpers.checkpointing_trainable, {"cpu": 2})
     space = {"x": tune.grid_search(ORDER), "steps": 9}
+    # Without actor reuse a trial stopped while PAUSED has no actor, and Ray's snapshot keeps
+    # calling it PAUSED (the case a restore must reconcile); with reuse it depends on timing.
+    reuse = os.environ.get("TUNE_EXT_TEST_REUSE_ACTORS", "1") == "1"
     if api == "run":
         tune.run(trainable, config=space, metric="score", mode="max", scheduler=sched,
                  callbacks=callbacks, storage_path=storage, name=NAME, verbose=0,
-                 reuse_actors=True, resume=(phase == "resume"))
+                 reuse_actors=reuse, resume=(phase == "resume"))
     elif phase == "start":
         tune.Tuner(trainable, param_space=space,
                    tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=sched,
-                                               reuse_actors=True),
+                                               reuse_actors=reuse),
                    run_config=tune.RunConfig(storage_path=storage, name=NAME,
                                              callbacks=callbacks, verbose=0)).fit()
     else:
         tuner = tune.Tuner.restore(os.path.join(storage, NAME), trainable)
         sched = tuner._local_tuner._tune_config.scheduler
-        LoggedSHA.trace = f"{results}.{phase}.trace"
         tuner.fit()
     with open(results + ".final", "w") as f:
         f.write(sched.debug_string())

@@ -153,3 +153,123 @@ def test_asha_restore_catches_up(tmp_path):
     assert "t=1: 2 recorded, 2 waiting" in s2.debug_string()
     assert d2.report("c", 1, 0) == P               # 3 results: top 1 is b, waiting
     assert d2.choose().trial_id == "b"
+
+
+def _restored(scheduler, d, statuses):
+    """Ray's restore: a new driver re-adds each trial PENDING (TERMINATED kept) with its last
+    result, into `scheduler` (restored from saved state or not)."""
+    from sched_harness import FakeTrial
+    d2 = Driver(scheduler)
+    for tid, old in d.trials.items():
+        t = d2.trials[tid] = FakeTrial(tid)
+        t.last_result = dict(old.last_result)
+        t.status = Trial.TERMINATED if statuses[tid] == Trial.TERMINATED else Trial.PENDING
+        scheduler.on_trial_add(d2, t)
+    d2.search_alg.finished = d.search_alg.finished
+    return d2
+
+
+class _Recording(Driver):
+    def report(self, tid, t, value, **kw):
+        self.trials[tid].last_result = {"training_iteration": t, "m": value}
+        return super().report(tid, t, value, **kw)
+
+
+@pytest.mark.parametrize("cls", [SuccessiveHalvingScheduler, HyperbandScheduler])
+@pytest.mark.parametrize("saved", [True, False])
+def test_restore_after_a_rung_closed_stops_the_losers_again(tmp_path, cls, saved):
+    """Trials stopped while PAUSED are still unfinished in Ray's snapshot; the restored scheduler
+    (from its saved state, or rebuilt from the last results when the state is missing) stops
+    them before they run, keeps rung-1 arrivals paused and runs the rest: the same decisions as
+    an uninterrupted run."""
+    s = cls(metric="m", mode="max", max_t=9, reduction_factor=3)
+    d = _Recording(s)
+    ids = [f"t{i}" for i in range(9)]
+    d.add(*ids)
+    for i, t in enumerate(ids):
+        d.report(t, 1, [5, 3, 7, 6, 1, 4, 8, 2, 0][i])
+    d.search_alg.finished = True
+    assert sorted(resume_all(d)) == ["t2", "t3", "t6"]
+    losers = {"t0", "t1", "t4", "t5", "t7", "t8"}
+    assert {t for t in ids if d.trials[t].status == Trial.TERMINATED} == losers
+    assert d.report("t6", 3, 1) == P                  # t6 waits in rung 1; t2, t3 still heading
+    s.save(str(tmp_path / "state.pkl"))
+    # Ray's snapshot: the losers it stopped while PAUSED still read PAUSED; t8 was stopped on
+    # its own result (TERMINATED)
+    statuses = {t: Trial.PAUSED for t in ids}
+    statuses["t8"] = Trial.TERMINATED
+    s2 = cls(metric="m", mode="max", max_t=9, reduction_factor=3)
+    if saved:
+        s2.restore(str(tmp_path / "state.pkl"))
+    d2 = _restored(s2, d, statuses)
+    running = []
+    while (t := d2.choose()) is not None:
+        running.append(t.trial_id)
+    assert sorted(running) == ["t2", "t3"]           # heading to rung 1: they train on
+    assert set(stopped(d2)) == losers - {"t8"}      # the losers are stopped again
+    assert d2.trials["t6"].status == Trial.PAUSED
+    assert d2.report("t2", 3, 9) == P
+    assert d2.report("t3", 3, 2) == S                 # completes rung 1 as its 2nd of 3
+    assert resume_all(d2) == ["t2"] and "t6" in stopped(d2)
+    assert d2.report("t2", 9, 9) == S
+    assert "t=1: 9 arrived, 0 expected (done) | t=3: 3 arrived, 0 expected (done) | " \
+           "t=9: 1 arrived, 0 expected (done)" in s2.debug_string()
+
+
+def test_asha_restore_stops_again_trials_stopped_while_paused(tmp_path):
+    from tune_ext.schedulers import ASHAScheduler
+    s = ASHAScheduler(metric="m", mode="max", max_t=9, variant="promotion")
+    d = _Recording(s)
+    d.add("a", "b", "c")
+    assert [d.report("a", 1, 1), d.report("b", 1, 2), d.report("c", 1, 3)] == [P, P, C]
+    assert d.report("c", 3, 3) == P
+    d.search_alg.finished = True
+    assert d.choose() is None       # nothing runs, nothing can be promoted: all stopped, paused
+    assert sorted(stopped(d)) == ["a", "b", "c"]
+    s.save(str(tmp_path / "state.pkl"))
+    s2 = ASHAScheduler(metric="m", mode="max", max_t=9, variant="promotion")
+    s2.restore(str(tmp_path / "state.pkl"))
+    d2 = _restored(s2, d, {t: Trial.PAUSED for t in "abc"})   # Ray's snapshot: still PAUSED
+    assert [d2.trials[t].status for t in "abc"] == [Trial.PAUSED] * 3
+    assert d2.choose() is None and sorted(stopped(d2)) == ["a", "b", "c"]
+    assert s2.on_trial_result(d2, d2.trials["a"], {"training_iteration": 2, "m": 9}) == S
+
+
+def test_asha_restore_without_saved_state_is_an_error():
+    from tune_ext.schedulers import ASHAScheduler
+    s = ASHAScheduler(metric="m", mode="max", max_t=9)
+    d = _Recording(s)
+    d.add("a")
+    d.report("a", 1, 1)
+    with pytest.raises(RuntimeError, match=r"ASHAScheduler: .*callback-states-\*\.pkl missing"):
+        _restored(ASHAScheduler(metric="m", mode="max", max_t=9), d, {"a": Trial.PAUSED})
+
+
+@pytest.mark.parametrize("cls", [SuccessiveHalvingScheduler, HyperbandScheduler])
+def test_state_is_versioned_json_and_gives_identical_decisions(cls):
+    """serialise -> json -> load: the same book (debug string, state) and the same decisions on
+    the rest of a scripted stream, for the original scheduler and the loaded one alike."""
+    import json
+    s = cls(metric="m", mode="max", max_t=9, reduction_factor=3)
+    d = _Recording(s)
+    ids = [f"t{i}" for i in range(9)]
+    d.add(*ids)
+    for i, t in enumerate(ids):
+        d.report(t, 1, [5, 3, 7, 6, 1, 4, 8, 2, float("nan")][i])   # NaN ranks last
+    d.search_alg.finished = True
+    resume_all(d)
+    d.report("t6", 3, 1)
+    state = json.loads(json.dumps(s.get_state(), allow_nan=False))
+    assert state["version"] == 1
+    s2 = cls(metric="m", mode="max", max_t=9, reduction_factor=3)
+    s2.set_state(state)
+    assert s2.get_state() == state and s2.debug_string() == s.debug_string()
+    d2 = _restored(s2, d, {t: d.trials[t].status for t in ids})
+    for drv in (d, d2):
+        for t in ("t2", "t3"):
+            drv.trials[t].status = Trial.RUNNING
+        assert [drv.report("t2", 3, 9), drv.report("t3", 3, 2)] == [P, S]
+        assert resume_all(drv) == ["t2"] and drv.report("t2", 9, 9) == S
+    assert s2.debug_string() == s.debug_string()
+    with pytest.raises(ValueError, match=r"for \(max_t, min_t, reduction_factor\) = \(9, 1, 3\)"):
+        cls(metric="m", mode="max", max_t=27, reduction_factor=3).set_state(state)

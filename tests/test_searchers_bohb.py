@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import ray.cloudpickle
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+from ray.tune.schedulers import ASHAScheduler, HyperBandForBOHB, HyperBandScheduler
 
 from tune_ext.searchers import BOHBSearch
 
@@ -91,6 +91,14 @@ def test_bohb_under_rays_hyperband(ray_local, tmp_path):
     assert reached[-1] == 9
     assert {b for b, _, _ in searcher.observations} == set(range(1, 10))
     assert searcher.model_budgets and searcher.model_based_picks > 0
+
+
+def test_bohb_under_rays_hyperband_for_bohb(ray_local, tmp_path):
+    """Ray's BOHB scheduler calls on_pause/on_unpause on the searcher (it crashed without)."""
+    hb = HyperBandForBOHB(max_t=9, reduction_factor=3)
+    searcher, analysis, reached = run_bohb(tmp_path, hb)
+    assert not searcher.paused_trials               # every pause was undone or ended the trial
+    assert searcher.model_budgets
 
 
 def test_bohb_under_rays_asha(ray_local, tmp_path):

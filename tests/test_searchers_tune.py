@@ -125,3 +125,23 @@ def test_bohb_with_supervised_trainable(ray_local, tmp_path):
     final = sorted(-t.last_result["val_acc"] for t in analysis.trials)
     assert sorted(loss for b, _, loss in searcher.observations if b == 2.0) == pytest.approx(final)
     assert max(-x for x in final) > 0.5
+
+
+@pytest.mark.parametrize("scheduler", ["sha", "hyperband"])
+def test_tpe_under_our_sync_schedulers_knows_max_t(ray_local, tmp_path, scheduler):
+    """No max_t passed to the searcher: the scheduler hands it over, so only trials that reached
+    max_t are COMPLETE (before, a trial stopped at rung 1 was COMPLETE while no trial had gone
+    further)."""
+    import e2e_helpers
+    from tune_ext.schedulers import HyperbandScheduler, SuccessiveHalvingScheduler
+    ray.cloudpickle.register_pickle_by_value(e2e_helpers)
+    searcher = TPESearch(seed=0)
+    sched = {"sha": SuccessiveHalvingScheduler, "hyperband": HyperbandScheduler}[scheduler](
+        max_t=9, reduction_factor=3)
+    analysis = tune.run(e2e_helpers.checkpointing_trainable,
+                        config={"x": tune.uniform(0.0, 1.0), "steps": 9}, search_alg=searcher,
+                        scheduler=sched, num_samples=9, metric="score", mode="max",
+                        resources_per_trial={"cpu": 1}, storage_path=str(tmp_path), verbose=0)
+    at_max_t = sum(t.last_result["step"] == 9 for t in analysis.trials)
+    assert at_max_t >= 1
+    assert searcher.outcomes == {"complete": at_max_t, "pruned": 9 - at_max_t, "fail": 0}

@@ -1,13 +1,27 @@
 """What every tune-ext scheduler shares: metric/mode/time_attr handling and state save/restore."""
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 from typing import Optional
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+logger = logging.getLogger(__name__)
+
 MODES = ("min", "max")
+STATE_FILES = "callback-states-*.pkl"
+
+
+def encode_score(x: float):
+    """A score as JSON-able data: non-finite values as strings."""
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def decode_score(x) -> float:
+    return float(x)
 
 
 class MetricScheduler(TrialScheduler):
@@ -30,6 +44,8 @@ class MetricScheduler(TrialScheduler):
         self._time_attr = time_attr
         self._metric = metric
         self._mode = mode
+        self._checked_start = False
+        self._budget_told = False
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
         # Ray's rule: refuse only a value given on both sides (constructor and tune.run)
@@ -67,7 +83,121 @@ class MetricScheduler(TrialScheduler):
     def _has_keys(self, result: Optional[dict]) -> bool:
         return bool(result) and self._time_attr in result and self._metric in result
 
-    # State that survives a driver restart: plain data, no Trial objects.
+    # A scheduler that pauses trials cannot run under a limit on *live* trials: Ray counts
+    # paused trials as live, so N paused trials would stop the searcher for good.
+    pauses_trials = True
+
+    def _check_searcher(self, tune_controller) -> None:
+        """First trial: refuse a concurrency limit we would stall, then hand max_t to a
+        searcher that takes it (``set_budget``) so it learns which trials were stopped early.
+        Walks Ray's wrappers (SearchGenerator, ConcurrencyLimiter) down to the searcher."""
+        if self._budget_told:
+            return
+        self._budget_told = True
+        chain, searcher = [], getattr(tune_controller, "search_alg", None)
+        while searcher is not None:
+            chain.append(searcher)
+            searcher = getattr(searcher, "searcher", None)
+        limit = next((s.max_concurrent for s in chain
+                      if isinstance(getattr(s, "max_concurrent", None), int)
+                      and s.max_concurrent > 0), None)
+        if limit is not None and self.pauses_trials:
+            raise ValueError(
+                f"{type(self).__name__} pauses trials, and Ray counts paused trials against "
+                f"max_concurrent_trials / ConcurrencyLimiter (limit {limit}): once {limit} trials "
+                f"wait in a rung nothing would run again. Remove the limit and bound concurrency "
+                f"with resources instead (resources_per_trial / tune.with_resources, or "
+                f"ray.init(num_cpus=...)), or use ASHAScheduler(variant=\"stopping\"), which never "
+                f"pauses.")
+        for searcher in chain:
+            if callable(getattr(searcher, "set_budget", None)):
+                searcher.set_budget(self._time_attr, self._max_t)
+                return
+
+    # ---- restore without our saved state ----
+    def _has_history(self, trial: Trial) -> bool:
+        """A trial that ran before this driver: only an experiment restore adds such a trial."""
+        return trial.status in (Trial.TERMINATED, Trial.ERROR) or \
+            self._has_keys(getattr(trial, "last_result", None))
+
+    def _state_location(self, trial: Trial) -> str:
+        """Where SchedulerStateCallback's state lives (for messages): Ray's callback-state file."""
+        storage = getattr(trial, "storage", None)
+        path = getattr(storage, "experiment_fs_path", None)
+        return f"{path}/{STATE_FILES}" if path else STATE_FILES
+
+    def _earlier_run(self, trial: Trial) -> tuple[str, list[str]]:
+        """(experiment directory, saved-state files of earlier runs in it) for messages."""
+        storage = getattr(trial, "storage", None)
+        try:
+            from pyarrow.fs import FileSelector
+            infos = storage.storage_filesystem.get_file_info(
+                FileSelector(storage.experiment_fs_path, allow_not_found=True))
+        except Exception:    # no storage context (unit tests) or an unreachable filesystem
+            return "", []
+        return storage.experiment_fs_path, sorted(i.base_name for i in infos if i.base_name.startswith(
+            ("experiment_state-", "callback-states-", "searcher-state-", "search_gen_state-")))
+
+    def _unreadable_state(self, directory: str, files: list[str], what: str) -> RuntimeError:
+        return RuntimeError(
+            f"{type(self).__name__}: {directory} holds an earlier run of this experiment "
+            f"({', '.join(files)}), but {what}: Ray could not read one of these files (see "
+            f"'Failed to restore the run state' and the traceback above) and would start afresh. "
+            f"Repair or delete the unreadable file and resume again (tune.run(resume=True) or "
+            f"Tuner.restore; without {STATE_FILES} the scheduler rebuilds its rungs from the "
+            f"trials' results), or start a new experiment under another name.")
+
+    def _check_not_a_silent_restart(self, trial: Trial) -> None:
+        """First trial of a run that was not restored, over an experiment directory that holds
+        saved state: say so (Ray starts afresh when it cannot read its state; with
+        SchedulerStateCallback that is an error, see state.py; a deliberate re-run under the
+        same name is allowed)."""
+        if self._checked_start:
+            return
+        self._checked_start = True
+        directory, files = self._earlier_run(trial)
+        if files:
+            logger.warning(
+                "%s: %s holds an earlier run of this experiment (%s) that this run does not "
+                "continue; it starts afresh. If you meant to resume, Ray could not read that "
+                "state: see 'Failed to restore the run state' above.", type(self).__name__,
+                directory, ", ".join(files))
+
+    def _knows(self, trial_id: str) -> bool:
+        return trial_id in self._trials
+
+    def verify_restored(self, trials: list) -> None:
+        """Called by SchedulerStateCallback at the first step: an unfinished trial that ran before
+        this driver and that this scheduler was never handed would run unscheduled (a guard; a
+        restore that Ray gives up is caught from its log, see state.py)."""
+        lost = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)
+                and self._has_history(t) and not self._knows(t.trial_id)]
+        if lost:
+            directory, files = self._earlier_run(lost[0])
+            raise self._unreadable_state(
+                directory or "the experiment directory", files or [STATE_FILES],
+                f"{len(lost)} of its trials never reached the scheduler")
+
+    # State that survives a driver restart: JSON-able plain data with a version, no Trial objects.
+    def _check_saved(self, state, version: int, geometry: list) -> None:
+        """ValueError naming the class when saved state is not ours, of another version, or of
+        another geometry (max_t, min_t, eta)."""
+        name = type(self).__name__
+        if not isinstance(state, dict) or "version" not in state:
+            raise ValueError(f"{name}: the saved scheduler state is not a tune-ext scheduler state "
+                             f"(got {type(state).__name__}); start a new experiment or put back "
+                             f"the matching callback-states-*.pkl")
+        if state["version"] != version:
+            raise ValueError(f"{name}: saved scheduler state has version {state['version']}, this "
+                             f"tune-ext reads version {version}; resume with the tune-ext that "
+                             f"wrote it")
+        if state["geometry"] != geometry:
+            raise ValueError(f"{name}: saved state is for (max_t, min_t, reduction_factor) = "
+                             f"{tuple(state['geometry'])}, this scheduler has {tuple(geometry)}; "
+                             f"construct it with the experiment's arguments")
+        self._metric = self._metric or state["metric"]
+        self._mode = self._mode or state["mode"]
+
     def get_state(self) -> dict:
         raise NotImplementedError
 

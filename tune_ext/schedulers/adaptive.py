@@ -42,6 +42,13 @@ class AdaptiveASHAScheduler(ASHAScheduler):
         self._counts = [0] * len(plan)
         self._init(max_t, divisor, "promotion", [res for _, res in plan])
 
+    def get_state(self) -> dict:
+        return {**super().get_state(), "dealt": list(self._counts)}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._counts = list(state["dealt"])
+
     def _choose_bracket(self) -> int:
         # the bracket furthest below its share; ties to the most aggressive (lowest index)
         b = min(range(len(self._quota)), key=lambda i: (self._counts[i] / self._quota[i], i))

@@ -8,7 +8,7 @@ from typing import Optional
 
 from ray.tune.experiment import Trial
 
-from tune_ext.schedulers._base import MetricScheduler
+from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score
 from tune_ext.schedulers.brackets import (check_geometry, continues_at_arrival,
                                           highest_rung_reached, max_bracket_index,
                                           promotable_count, rung_resources)
@@ -17,6 +17,20 @@ from tune_ext.schedulers.ranking import RankedValues
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("promotion", "stopping")
+STATE_VERSION = 1
+
+
+def _encode_key(key):
+    """A rung key as JSON-able data: a score ("stopping") or [score, -arrival] ("promotion")."""
+    if key is None:
+        return None
+    return [encode_score(key[0]), key[1]] if isinstance(key, tuple) else encode_score(key)
+
+
+def _decode_key(data):
+    if data is None:
+        return None
+    return (decode_score(data[0]), data[1]) if isinstance(data, list) else decode_score(data)
 
 
 class _Rung:
@@ -31,7 +45,7 @@ class _Rung:
 
 
 class _TrialState:
-    __slots__ = ("bracket", "rung", "key", "waiting", "alive")
+    __slots__ = ("bracket", "rung", "key", "waiting", "alive", "stopped")
 
     def __init__(self, bracket: int):
         self.bracket = bracket
@@ -39,6 +53,7 @@ class _TrialState:
         self.key = None         # its ranking key in that rung (promotion variant)
         self.waiting = False    # paused in that rung, not yet promoted
         self.alive = True
+        self.stopped = False    # ended for good (stopped, completed, removed); not by an error
 
 
 class ASHAScheduler(MetricScheduler):
@@ -92,6 +107,7 @@ class ASHAScheduler(MetricScheduler):
 
     def _init(self, max_t, eta, variant, bracket_resources: list[list[float]]) -> None:
         self._max_t, self._eta, self._variant = max_t, eta, variant
+        self.pauses_trials = variant == "promotion"
         self._brackets = [[_Rung(r) for r in res] for res in bracket_resources]
         self._resources = [list(res) for res in bracket_resources]
         self._trials: dict[str, _TrialState] = {}
@@ -99,6 +115,7 @@ class ASHAScheduler(MetricScheduler):
         self._seq = 0
         self._added = 0
         self._promoting: Optional[str] = None
+        self._to_stop: list[str] = []            # restored trials we had stopped: stop again
         self._restoring: Optional[set] = None    # trial ids to re-bind after set_state
         self._num_stopped = self._num_paused = self._num_promoted = 0
 
@@ -108,19 +125,37 @@ class ASHAScheduler(MetricScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial):
         self._require_metric()
+        self._check_searcher(tune_controller)
         self._objects[trial.trial_id] = trial
         state = self._trials.get(trial.trial_id)
         if state is not None:      # re-queued after a failure, or restored: keep its rungs
-            state.alive = trial.status not in (Trial.TERMINATED, Trial.ERROR)
-            if self._restoring and trial.trial_id in self._restoring:
+            restoring = bool(self._restoring) and trial.trial_id in self._restoring
+            if restoring:
                 self._restoring.discard(trial.trial_id)
-                if trial.status == Trial.PENDING and not state.waiting:
-                    self._catch_up(trial, state)
+            if restoring and state.stopped and trial.status not in (Trial.TERMINATED, Trial.ERROR):
+                # We stopped it while PAUSED, which Ray's snapshot does not record: stop it again
+                # before it runs (the controller files it under PAUSED after this hook).
+                trial.set_status(Trial.PAUSED)
+                self._to_stop.append(trial.trial_id)
+                return
+            state.alive = trial.status not in (Trial.TERMINATED, Trial.ERROR)
+            if restoring and trial.status == Trial.PENDING and not state.waiting:
+                self._catch_up(trial, state)
             if state.waiting and trial.status == Trial.PENDING:
                 # Restored while paused in a rung: stay paused until promoted. The controller
                 # files the trial under its status only after this hook, so this is safe here.
                 trial.set_status(Trial.PAUSED)
             return
+        if self._restoring is None:
+            if self._has_history(trial):
+                raise RuntimeError(
+                    f"{type(self).__name__}: this experiment restore has no saved scheduler state "
+                    f"({self._state_location(trial)} missing or unreadable), and ASHA's rungs "
+                    f"cannot be rebuilt exactly from the trials' last results (they lack the "
+                    f"scores at the lower rungs). Put the file back and resume again, pass "
+                    f"SchedulerStateCallback(scheduler) in callbacks when you start an "
+                    f"experiment, or start a new experiment under another name.")
+            self._check_not_a_silent_restart(trial)
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
             return                 # restored as finished and unknown to us: nothing to schedule
         state = self._trials[trial.trial_id] = _TrialState(self._choose_bracket())
@@ -153,12 +188,15 @@ class ASHAScheduler(MetricScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         t, score = self._read(result)
         state = self._trials[trial.trial_id]
+        if state.stopped:          # restored after we stopped it: stop it again
+            return self.STOP
         resources = self._resources[state.bracket]
         nxt = state.rung + 1
         if nxt < len(resources) and t >= resources[nxt]:
             return self._arrive(state, trial.trial_id, highest_rung_reached(resources, t), score)
         if t >= self._max_t:
             self._num_stopped += 1
+            state.stopped = True
             return self.STOP
         return self.CONTINUE
 
@@ -174,6 +212,7 @@ class ASHAScheduler(MetricScheduler):
             if top == len(rungs) - 1 or not continues_at_arrival(better, len(rung.values),
                                                                   self._eta):
                 self._num_stopped += 1
+                state.stopped = True
                 return self.STOP
             return self.CONTINUE
         # promotion: ties rank by arrival, so keys are (score, -arrival)
@@ -184,6 +223,7 @@ class ASHAScheduler(MetricScheduler):
         state.rung, state.key = top, key
         if top == len(rungs) - 1:
             self._num_stopped += 1
+            state.stopped = True
             return self.STOP
         rung = rungs[top]
         heapq.heappush(rung.waiting, (-score, self._seq, trial_id))
@@ -220,6 +260,11 @@ class ASHAScheduler(MetricScheduler):
         self._num_promoted += 1
 
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        for tid in self._to_stop:
+            trial = self._objects.get(tid)
+            if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
+                tune_controller.stop_trial(trial)
+        self._to_stop = []
         if self._variant == "promotion":
             if self._promoting is not None:
                 trial = self._objects.get(self._promoting)
@@ -252,17 +297,18 @@ class ASHAScheduler(MetricScheduler):
                   and self._objects[tid].status == Trial.PAUSED]
         for st, trial in paused:
             # Its result stays in the rung (it is a real measurement); it just is not waiting.
-            st.waiting = False
+            st.waiting, st.stopped = False, True
             self._brackets[st.bracket][st.rung].num_waiting -= 1
             self._num_stopped += 1
             tune_controller.stop_trial(trial)
 
     # ---- trials that leave: their paused records leave the rung with them ----
-    def _withdraw(self, trial_id: str) -> None:
+    def _withdraw(self, trial_id: str, stopped: bool = False) -> None:
         state = self._trials.get(trial_id)
         if state is None:
             return
         state.alive = False
+        state.stopped = state.stopped or stopped
         if state.waiting:
             rung = self._brackets[state.bracket][state.rung]
             rung.values.remove(state.key)
@@ -282,7 +328,7 @@ class ASHAScheduler(MetricScheduler):
                 for k in range(state.rung + 1, top + 1):
                     self._brackets[state.bracket][k].values.add(key)
                 state.rung, state.key = top, key
-        self._withdraw(trial.trial_id)
+        self._withdraw(trial.trial_id, stopped=True)
         self._objects.pop(trial.trial_id, None)
 
     def _next_seq(self) -> int:
@@ -293,7 +339,7 @@ class ASHAScheduler(MetricScheduler):
         self._withdraw(trial.trial_id)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
-        self._withdraw(trial.trial_id)
+        self._withdraw(trial.trial_id, stopped=True)
         self._objects.pop(trial.trial_id, None)
 
     def debug_string(self) -> str:
@@ -306,11 +352,39 @@ class ASHAScheduler(MetricScheduler):
         return "\n".join(lines)
 
     def get_state(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k != "_objects"}
-        state["_promoting"] = None
-        return state
+        """Rungs (recorded keys, paused trials), trial states and counters as JSON-able plain
+        data, with a version."""
+        return {"version": STATE_VERSION,
+                "geometry": [self._max_t, self._eta, self._variant, self._resources],
+                "metric": self._metric, "mode": self._mode, "seq": self._seq, "added": self._added,
+                "counters": [self._num_stopped, self._num_paused, self._num_promoted],
+                "rungs": [[{"values": [_encode_key(k) for k in rung.values],
+                            "waiting": [[encode_score(neg), seq, tid]
+                                        for neg, seq, tid in rung.waiting],
+                            "num_waiting": rung.num_waiting} for rung in rungs]
+                          for rungs in self._brackets],
+                "trials": {tid: [st.bracket, st.rung, _encode_key(st.key), st.waiting, st.alive,
+                                 st.stopped] for tid, st in self._trials.items()},
+                "to_stop": list(self._to_stop)}
 
     def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self._check_saved(state, STATE_VERSION,
+                          [self._max_t, self._eta, self._variant, self._resources])
+        self._seq, self._added = state["seq"], state["added"]
+        self._num_stopped, self._num_paused, self._num_promoted = state["counters"]
+        for rungs, saved in zip(self._brackets, state["rungs"]):
+            for rung, data in zip(rungs, saved):
+                rung.values = RankedValues()
+                for key in data["values"]:
+                    rung.values.add(_decode_key(key))
+                rung.waiting = [(decode_score(neg), seq, tid) for neg, seq, tid in data["waiting"]]
+                rung.num_waiting = data["num_waiting"]   # (a heap stays a heap in list order)
+        self._trials = {}
+        for tid, (bracket, rung, key, waiting, alive, stopped) in state["trials"].items():
+            st = self._trials[tid] = _TrialState(bracket)
+            st.rung, st.key, st.waiting = rung, _decode_key(key), waiting
+            st.alive, st.stopped = alive, stopped
+        self._to_stop = list(state["to_stop"])
+        self._promoting = None
         self._objects = {}
         self._restoring = set(self._trials)

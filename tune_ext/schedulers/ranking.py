@@ -29,6 +29,11 @@ class RankedValues:
     def __len__(self) -> int:
         return self._len
 
+    def __iter__(self):
+        """The recorded values in ascending order."""
+        for block in self._blocks:
+            yield from block
+
     def _rebuild(self) -> None:
         tree = [0] + [len(b) for b in self._blocks]
         for i in range(1, len(tree)):

@@ -1,13 +1,19 @@
 """Synchronous successive halving (SHA), the building block Hyperband runs bracket by bracket."""
 from __future__ import annotations
 
+import logging
+import math
 from typing import Optional
 
 from ray.tune.experiment import Trial
 
-from tune_ext.schedulers._base import MetricScheduler
-from tune_ext.schedulers.brackets import (check_geometry, max_bracket_index, rung_resources,
-                                          survivors)
+from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score
+from tune_ext.schedulers.brackets import (check_geometry, highest_rung_reached,
+                                          max_bracket_index, rung_resources, survivors)
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
 
 
 class _Bracket:
@@ -52,21 +58,40 @@ class _Bracket:
                 continue
             keep = survivors(len(self.arrived[i]), self.eta)
             winners, losers = ranked[:keep], ranked[keep:]
-            self.expected[i + 1].update(winners)
+            # (a rebuilt book already holds the next-rung arrivals of winners that went on)
+            self.expected[i + 1].update(w for w in winners if w not in self.arrived[i + 1])
             out.append((winners, losers))
         return out
 
     def exhausted(self) -> bool:
         return self.done[-1]
 
+    def to_data(self) -> dict:
+        return {"resources": list(self.resources), "capacity": self.capacity,
+                "members": self.members, "closed": self.closed, "done": list(self.done),
+                "expected": [sorted(e) for e in self.expected],
+                "arrived": [[[tid, encode_score(score), seq] for tid, (score, seq) in a.items()]
+                            for a in self.arrived]}
+
+    @classmethod
+    def from_data(cls, data: dict, eta) -> "_Bracket":
+        bracket = cls(list(data["resources"]), data["capacity"], eta)
+        bracket.members, bracket.closed = data["members"], data["closed"]
+        bracket.done = list(data["done"])
+        bracket.expected = [set(e) for e in data["expected"]]
+        bracket.arrived = [{tid: (decode_score(score), seq) for tid, score, seq in a}
+                           for a in data["arrived"]]
+        return bracket
+
 
 class _TrialState:
-    __slots__ = ("bracket", "rung", "alive")
+    __slots__ = ("bracket", "rung", "alive", "stopped")
 
     def __init__(self, bracket: int):
         self.bracket = bracket
         self.rung = 0          # the rung this trial is heading to (or waiting in)
         self.alive = True
+        self.stopped = False   # ended for good (stopped, completed, removed); not by an error
 
 
 class SuccessiveHalvingScheduler(MetricScheduler):
@@ -108,6 +133,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._restoring: set[str] = set()
         self._restored = False
         self._unsettled: set[int] = set()
+        self._unbooked: list[Trial] = []   # restored without our state: rebuilt before any runs
 
     def _new_band(self) -> list[_Bracket]:
         """Brackets that open when all earlier ones are full: SHA has one, as large as needed."""
@@ -124,8 +150,18 @@ class SuccessiveHalvingScheduler(MetricScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial):
         self._require_metric()
+        self._check_searcher(tune_controller)
         self._objects[trial.trial_id] = trial
         state = self._trials.get(trial.trial_id)
+        if state is None and not self._restored:
+            if self._unbooked or self._has_history(trial):
+                # Experiment restore without our saved state: collect every trial, rebuild the
+                # rungs from their last results before any of them runs (choose_trial_to_run).
+                self._unbooked.append(trial)
+                if trial.status == Trial.PENDING:
+                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
+                return
+            self._check_not_a_silent_restart(trial)
         if state is None and trial.status in (Trial.TERMINATED, Trial.ERROR):
             return                 # restored as finished and unknown to us: nothing to schedule
         if state is None:
@@ -141,16 +177,27 @@ class SuccessiveHalvingScheduler(MetricScheduler):
             # leave the two a step apart: a rung arrival in the trial's last result that our
             # state lacks is recorded now. A paused trial stays paused (Ray re-adds it PENDING).
             self._restoring.discard(trial.trial_id)
-            if trial.status == Trial.PENDING and state.alive and not bracket.done[state.rung]:
-                self._catch_up(trial, state)
-                if trial.trial_id in bracket.arrived[state.rung]:
-                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
-            return
+            if state.stopped and trial.status not in (Trial.TERMINATED, Trial.ERROR):
+                # We stopped it, but Ray's snapshot still has it unfinished (Ray does not mark a
+                # trial stopped while PAUSED for its next snapshot): stop it again before it runs.
+                trial.set_status(Trial.PAUSED)
+                self._to_stop.append(trial.trial_id)
+                return
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                return
+            if state.alive:
+                if trial.status == Trial.PENDING and not bracket.done[state.rung]:
+                    self._catch_up(trial, state)
+                    if trial.trial_id in bracket.arrived[state.rung]:
+                        trial.set_status(Trial.PAUSED)   # filed under its status after this hook
+                return
+            # It had errored and is resumed (resume_errored): a re-queue, as below.
         # Re-queued after a failure (max_failures): back to the rung it was heading to, if that
         # rung has not completed without it meanwhile.
         state.alive = True
         if bracket.done[state.rung]:
             state.alive = False
+            state.stopped = True
             self._to_stop.append(trial.trial_id)
         else:
             bracket.arrived[state.rung].pop(trial.trial_id, None)
@@ -170,6 +217,8 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         t, score = self._read(result)
         state = self._trials[trial.trial_id]
+        if state.stopped:
+            return self.STOP
         bracket = self._brackets[state.bracket]
         if t < bracket.resources[state.rung]:
             return self.STOP if t >= self._max_t else self.CONTINUE
@@ -195,12 +244,55 @@ class SuccessiveHalvingScheduler(MetricScheduler):
                     self._to_resume.append(tid)
             for tid in losers:
                 self._trials[tid].alive = False
+                self._trials[tid].stopped = True
                 decisions[tid] = self.STOP
                 if tid != reporter:
                     self._to_stop.append(tid)
         return decisions
 
+    def _rebuild(self) -> None:
+        """Restore without saved state: replay each trial's last result in trial order. A trial
+        records an arrival in every rung up to the highest its last result reached (its score
+        there; +inf in the rungs below, which it must have won to get further), then the rungs
+        that can close are decided again: the rung-k losers are exactly the trials whose last
+        result sits in rung k, ranked by the same scores as when they arrived."""
+        trials, self._unbooked = sorted(self._unbooked, key=lambda t: t.trial_id), []
+        logger.warning(
+            "%s: no saved scheduler state was restored (%s missing or unreadable); rebuilt the "
+            "rungs from the last results of the %d restored trials", type(self).__name__,
+            self._state_location(trials[0]), len(trials))
+        touched = set()
+        for trial in trials:
+            tid = trial.trial_id
+            b = self._bracket_for_new_trial()
+            bracket, state = self._brackets[b], _TrialState(b)
+            self._trials[tid] = state
+            bracket.join(tid)
+            touched.add(b)
+            if trial.status == Trial.ERROR:
+                state.alive = False
+                bracket.expected[0].discard(tid)
+                continue
+            if self._has_keys(trial.last_result):
+                t, score = self._read(trial.last_result)
+                top = highest_rung_reached(bracket.resources, t)
+                for k in range(top + 1):
+                    self._seq += 1
+                    bracket.arrived[k][tid] = (score if k == top else math.inf, self._seq)
+                if top >= 0:
+                    bracket.expected[0].discard(tid)
+            if trial.status == Trial.TERMINATED:
+                state.alive, state.stopped = False, True
+                bracket.expected[0].discard(tid)
+        for b in sorted(touched):
+            self._settle(self._brackets[b])
+        # Resume what must train (a live trial not yet arrived in the rung it is heading to);
+        # choose_trial_to_run skips those that wait in a rung.
+        self._to_resume.extend(t.trial_id for t in trials if self._trials[t.trial_id].alive)
+
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        if self._unbooked:
+            self._rebuild()
         for b in sorted(self._unsettled):
             self._settle(self._brackets[b])
         self._unsettled.clear()
@@ -220,16 +312,27 @@ class SuccessiveHalvingScheduler(MetricScheduler):
             trial = self._objects.get(tid)
             if trial is None or trial.status != Trial.RUNNING:   # RUNNING: still saving its pause
                 self._to_resume.remove(tid)
-            if trial is not None and trial.status == Trial.PAUSED:
+            if trial is not None and trial.status == Trial.PAUSED and not self._waits(tid):
                 return trial
         for trial in tune_controller.get_trials():
             if trial.status == Trial.PENDING:
                 return trial
         return None
 
-    def _leave(self, trial_id: str, settle: bool = True) -> None:
+    def _knows(self, trial_id: str) -> bool:
+        return trial_id in self._trials or any(t.trial_id == trial_id for t in self._unbooked)
+
+    def _waits(self, trial_id: str) -> bool:
+        """Paused in the rung it has arrived at, until that rung completes."""
+        state = self._trials[trial_id]
+        return trial_id in self._brackets[state.bracket].arrived[state.rung]
+
+    def _leave(self, trial_id: str, settle: bool = True, stopped: bool = True) -> None:
         state = self._trials.get(trial_id)
-        if state is None or not state.alive:
+        if state is None:
+            return
+        state.stopped = state.stopped or stopped
+        if not state.alive:
             return
         state.alive = False
         bracket = self._brackets[state.bracket]
@@ -246,7 +349,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     def on_trial_error(self, tune_controller, trial: Trial):
         # Ray calls on_trial_add right after this when the trial is re-queued (max_failures), so
         # the rung is only settled without it at the next choose_trial_to_run.
-        self._leave(trial.trial_id, settle=False)
+        self._leave(trial.trial_id, settle=False, stopped=False)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
         self._leave(trial.trial_id)
@@ -263,10 +366,25 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         return "\n".join(lines)
 
     def get_state(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_objects"}
+        """The brackets, rungs and trial states as JSON-able plain data, with a version."""
+        return {"version": STATE_VERSION, "geometry": [self._max_t, self._min_t, self._eta],
+                "metric": self._metric, "mode": self._mode, "seq": self._seq,
+                "bands": self._bands, "brackets": [b.to_data() for b in self._brackets],
+                "trials": {tid: [st.bracket, st.rung, st.alive, st.stopped]
+                           for tid, st in self._trials.items()},
+                "to_resume": list(self._to_resume), "to_stop": list(self._to_stop),
+                "unsettled": sorted(self._unsettled)}
 
     def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._objects = {}
+        self._check_saved(state, STATE_VERSION, [self._max_t, self._min_t, self._eta])
+        self._seq, self._bands = state["seq"], state["bands"]
+        self._brackets = [_Bracket.from_data(b, self._eta) for b in state["brackets"]]
+        self._trials = {}
+        for tid, (bracket, rung, alive, stopped) in state["trials"].items():
+            st = self._trials[tid] = _TrialState(bracket)
+            st.rung, st.alive, st.stopped = rung, alive, stopped
+        self._to_resume, self._to_stop = list(state["to_resume"]), list(state["to_stop"])
+        self._unsettled = set(state["unsettled"])
+        self._objects, self._unbooked = {}, []
         self._restoring = set(self._trials)
         self._restored = True

@@ -1,9 +1,41 @@
 """Scheduler state that survives an experiment restore, saved as Ray Tune callback state."""
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import Optional
 
 from ray.tune import Callback
+
+# Ray's TuneController logs this (with the exception) when it cannot read an experiment's saved
+# state, then starts the experiment afresh and exits 0: we turn that into an error.
+RAY_RESTORE_FAILED = "Failed to restore the run state."
+STATE_FILE_OF = {"callback.py": "callback-states-*.pkl (the scheduler state)",
+                 "search_generator.py": "search_gen_state-*.json (the search state)",
+                 "basic_variant.py": "basic-variant-state-*.json (the search state)",
+                 "searcher.py": "searcher-state-*.pkl (the searcher state)",
+                 "tune_controller.py": "experiment_state-*.json (the trial table)"}
+
+
+class _RestoreFailures(logging.Handler):
+    """Remembers Ray's last failed restore until a SchedulerStateCallback reports it."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.failure: Optional[str] = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() != RAY_RESTORE_FAILED or not record.exc_info:
+            return
+        exc = record.exc_info[1]
+        frames = traceback.extract_tb(record.exc_info[2])
+        where = next((STATE_FILE_OF[f.filename.rsplit("/", 1)[-1]] for f in reversed(frames)
+                      if f.filename.rsplit("/", 1)[-1] in STATE_FILE_OF), "its saved state")
+        self.failure = f"{where} is missing or unreadable ({type(exc).__name__}: {exc})"
+
+
+RESTORE_FAILURES = _RestoreFailures()
+logging.getLogger("ray.tune.execution.tune_controller").addHandler(RESTORE_FAILURES)
 
 
 class SchedulerStateCallback(Callback):
@@ -13,14 +45,18 @@ class SchedulerStateCallback(Callback):
     Ray Tune does not checkpoint schedulers (ray issue 30838), but it does checkpoint callback
     state (``callback-states-*.pkl`` next to ``experiment_state-*.json``, written in the same
     ``save_to_dir``) and restores it *before* re-adding the trials. So the scheduler's state is
-    exactly as old as the trial table it goes with; on restore the scheduler recognises its
-    trials by id, keeps paused trials paused and never records a rung twice.
+    exactly as old as the trial table it goes with; on restore the scheduler reconciles it with
+    the trials Ray hands back (stopped trials are stopped again, paused ones stay paused, a rung is
+    never recorded twice). If Ray cannot read a saved file and would start afresh, ``setup``
+    raises a RuntimeError naming it; a missing callback-states file makes SHA/Hyperband rebuild
+    their rungs from the trials' last results (with a warning) and ASHA raise.
 
     Example::
 
         sched = ASHAScheduler(max_t=27)
         tune.run(train, scheduler=sched, callbacks=[SchedulerStateCallback(sched)], ...)
-        # after a crash: the same call with resume=True, or tune.Tuner.restore(path, train)
+        # after a crash: the same call with resume=True (an experiment started with Tuner.fit:
+        # tune.Tuner.restore(path, train).fit())
     """
 
     def __init__(self, scheduler):
@@ -28,6 +64,24 @@ class SchedulerStateCallback(Callback):
             raise ValueError(f"scheduler must be a tune-ext scheduler with get_state/set_state, "
                              f"got {type(scheduler).__name__}")
         self.scheduler = scheduler
+        self._verified = False
+
+    def setup(self, **info):
+        failure, RESTORE_FAILURES.failure = RESTORE_FAILURES.failure, None
+        if failure is not None:
+            raise RuntimeError(
+                f"{type(self.scheduler).__name__}: Ray could not restore this experiment and would "
+                f"start it afresh, discarding the trials already trained: {failure}. Put that "
+                f"file back (or repair it) in the experiment directory and resume again; a "
+                f"callback-states-*.pkl that is deleted is fine (the scheduler then rebuilds its "
+                f"rungs from the trials' results, with a warning). Or start a new experiment under "
+                f"another name.")
+
+    def on_step_begin(self, iteration: int, trials: list, **info):
+        # once: no unfinished trial that ran before this driver may run unscheduled
+        if not self._verified:
+            self._verified = True
+            self.scheduler.verify_restored(trials)
 
     def get_state(self) -> Optional[dict]:
         return {"scheduler": self.scheduler.get_state()}

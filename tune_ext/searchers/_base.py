@@ -84,6 +84,13 @@ class SpaceSearcher(Searcher):
         self._set_space(config or {})  # ValueError for an empty space or grid_search
         return True
 
+    def set_budget(self, time_attr: str, max_t: float) -> None:
+        """The budget a full run reaches, from the scheduler (tune-ext's schedulers call this when
+        they see their first trial): a trial ended before ``max_t`` is then PRUNED, not COMPLETE.
+        A ``max_t`` given to the searcher (or a ``stop`` on ``time_attr``) wins."""
+        if self._max_t is None and time_attr == self._time_attr:
+            self._max_t = max_t
+
     def suggest(self, trial_id: str) -> dict | None:
         self._check_ready()
         fixed = self._points.pop(0) if self._points else {}
@@ -138,8 +145,14 @@ class SpaceSearcher(Searcher):
             pickle.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
+        try:
+            with open(checkpoint_path, "rb") as f:
+                state = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+            raise ValueError(
+                f"{type(self).__name__}: cannot read the searcher state {checkpoint_path} "
+                f"({type(e).__name__}: {e}); put back an intact copy and resume again, or start "
+                f"a new experiment under another name") from e
         if not isinstance(state, dict) or "_told" not in state:
             raise ValueError(f"{checkpoint_path} is not a {type(self).__name__} checkpoint")
         self.set_state(state)
@@ -180,7 +193,9 @@ class SpaceSearcher(Searcher):
         name = type(self).__name__
         if self._space is None:
             raise ValueError(f"{name}: no search space: pass `space=` or Ray Tune domains in the "
-                             "config/param_space")
+                             "config/param_space (after Tuner.restore this means Ray could not "
+                             "read the experiment's saved state and started afresh: see 'Failed "
+                             "to restore the run state' above for the file)")
         if not self._metric or not self._mode:
             raise ValueError(f"{name}: metric and mode must be set (got metric={self._metric!r}, "
                              f"mode={self._mode!r}), in the constructor or in tune.run/TuneConfig")

@@ -86,6 +86,21 @@ class BOHBSearch(SpaceSearcher):
                                  random_fraction=random_fraction,
                                  bandwidth_factor=bandwidth_factor, min_bandwidth=min_bandwidth)
         super().__init__(space, metric, mode, points_to_evaluate, seed, time_attr, max_t)
+        self.paused_trials: set[str] = set()
+
+    # Ray's HyperBandForBOHB calls these two on its searcher (TuneBOHB's protocol, which uses
+    # them for its own concurrency cap). BOHBSearch has no cap: a pause changes no suggestion;
+    # the set is only what the scheduler has paused, for inspection.
+    def on_pause(self, trial_id: str) -> None:
+        self.paused_trials.add(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        self.paused_trials.discard(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.paused_trials.discard(trial_id)
+        super().on_trial_complete(trial_id, result, error)
 
     def _setup(self) -> None:
         from hpbandster.optimizers.config_generators.bohb import BOHB
