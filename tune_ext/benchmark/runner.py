@@ -230,7 +230,7 @@ def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: B
         raise ValueError(f"each trial requests {budget.gpus_per_trial:g} GPU but this machine has "
                          f"no GPU visible to torch; drop --gpus-per-trial or join a cluster with GPUs")
     csv_path = os.path.join(out_dir, "regret.csv")
-    for stale in ("regret.csv", "tensorboard"):  # a rerun into the same folder starts clean
+    for stale in ("regret.csv", "tensorboard", "ray"):  # a rerun into the same folder starts clean
         path = os.path.join(out_dir, stale)
         if os.path.isdir(path):
             shutil.rmtree(path)
