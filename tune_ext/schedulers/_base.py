@@ -24,6 +24,35 @@ def decode_score(x) -> float:
     return float(x)
 
 
+# Ray's scheduler arguments: the same meaning under Ray's name, or what to do instead
+RAY_NAMES = {"grace_period": "min_t"}
+RAY_ONLY = {
+    "stop_last_trials": "trials always stop at max_t here, as Ray's default stop_last_trials=True "
+                        "does; drop the argument",
+    "brackets": "use ASHAScheduler(brackets=...) for several brackets",
+    "max_concurrent": "bound concurrency with resources (resources_per_trial), not the scheduler",
+}
+
+
+def ray_arguments(cls_name: str, min_t, ray_kwargs: dict, valid: tuple) -> int:
+    """``min_t`` given as ours or as Ray's ``grace_period`` (not both); a TypeError that names
+    ``cls_name`` for any other argument, with the closest valid one or what to do instead."""
+    import difflib
+
+    grace = ray_kwargs.pop("grace_period", None)
+    for key in ray_kwargs:
+        hint = RAY_ONLY.get(key)
+        if hint is None:
+            close = difflib.get_close_matches(key, valid + tuple(RAY_NAMES), n=1, cutoff=0.5)
+            hint = (f"did you mean {close[0]!r}?" if close else
+                    f"valid arguments: {', '.join(valid + tuple(RAY_NAMES))}")
+        raise TypeError(f"{cls_name}() got an unexpected keyword argument {key!r}: {hint}")
+    if grace is not None and min_t is not None:
+        raise TypeError(f"{cls_name}() got both min_t and grace_period (Ray's name for min_t); "
+                        f"give one")
+    return grace if grace is not None else (1 if min_t is None else min_t)
+
+
 class MetricScheduler(TrialScheduler):
     """Base class: reads ``time_attr`` and ``metric`` from results and turns the metric into a
     score where higher is better and every non-finite value (NaN, +inf, -inf) ranks last."""

@@ -8,7 +8,7 @@ from typing import Optional
 
 from ray.tune.experiment import Trial
 
-from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score
+from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score, ray_arguments
 from tune_ext.schedulers.brackets import (check_geometry, continues_at_arrival,
                                           highest_rung_reached, max_bracket_index,
                                           promotable_count, rung_resources)
@@ -91,9 +91,12 @@ class ASHAScheduler(MetricScheduler):
     """
 
     def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
-                 mode: Optional[str] = None, max_t=100, min_t=1, reduction_factor=3,
-                 brackets: int = 1, variant: str = "promotion"):
+                 mode: Optional[str] = None, max_t=100, min_t=None, reduction_factor=3,
+                 brackets: int = 1, variant: str = "promotion", **ray_kwargs):
         super().__init__(time_attr, metric, mode)
+        min_t = ray_arguments(type(self).__name__, min_t, ray_kwargs,
+                              ("time_attr", "metric", "mode", "max_t", "min_t", "reduction_factor",
+                               "brackets", "variant"))
         check_geometry(max_t, min_t, reduction_factor)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")

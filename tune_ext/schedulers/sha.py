@@ -7,7 +7,7 @@ from typing import Optional
 
 from ray.tune.experiment import Trial
 
-from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score
+from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score, ray_arguments
 from tune_ext.schedulers.brackets import (check_geometry, highest_rung_reached,
                                           max_bracket_index, rung_resources, survivors)
 
@@ -119,8 +119,11 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     """
 
     def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
-                 mode: Optional[str] = None, max_t=100, min_t=1, reduction_factor=3):
+                 mode: Optional[str] = None, max_t=100, min_t=None, reduction_factor=3,
+                 **ray_kwargs):
         super().__init__(time_attr, metric, mode)
+        min_t = ray_arguments(type(self).__name__, min_t, ray_kwargs,
+                              ("time_attr", "metric", "mode", "max_t", "min_t", "reduction_factor"))
         check_geometry(max_t, min_t, reduction_factor)
         self._max_t, self._min_t, self._eta = max_t, min_t, reduction_factor
         self._brackets: list[_Bracket] = []
