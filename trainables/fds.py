@@ -178,6 +178,12 @@ class FDSTrainable(ReusableTrainable):
     hyperparameters, the outer optimiser's state and the shuffling RNG (and, online, the model, its
     velocity and the forward-mode influence), so PAUSE or failure resumes the same run.
 
+    Args:
+        config: the trial's configuration, as Ray Tune passes it (the keys above).
+        model_fn: your model, ``config -> nn.Module`` (given through ``tune.with_parameters``).
+        data: your data, ``{"train": ..., "val": ..., "test": ...}`` (through ``with_parameters``).
+        loss_fn: your loss, ``(output, target) -> scalar`` (default cross-entropy).
+
     Example::
 
         from ray import tune

@@ -32,6 +32,12 @@ class SupervisedTrainable(ReusableTrainable):
     the model, the optimiser, the shuffling RNG and the epoch, so a paused or failed trial resumes
     with exactly the numbers of an uninterrupted run.
 
+    Args:
+        config: the trial's configuration, as Ray Tune passes it (the keys above).
+        model_fn: your model, ``config -> nn.Module`` (given through ``tune.with_parameters``).
+        data: your data, ``{"train": ..., "val": ..., "test": ...}`` (through ``with_parameters``).
+        loss_fn: your loss, ``(output, target) -> scalar`` (default cross-entropy).
+
     Example::
 
         from ray import tune

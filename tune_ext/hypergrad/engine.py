@@ -244,19 +244,25 @@ def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: d
                   mode: str = "forward", *, update: Update = sgd_momentum,
                   batched: bool = True, compile: bool = False,
                   train_loss=None) -> dict[str, torch.Tensor]:
-    """d(validation loss after training)/d(hyperparameter), as ``{name: tensor}``.
+    """d(validation loss after training)/d(hyperparameter), as ``{name: tensor}``: exact
+    forward-mode hypergradients with hyperparameter sharing (Micaelli & Storkey 2021, "Gradient-based
+    Hyperparameter Optimization Over Long Horizons", NeurIPS), through ``torch.func.jvp``.
 
-    model: starting point of training (its parameters and buffers are not modified).
-    loss_fn: ``loss_fn(output, target)``; train_batches: a sequence of T ``(inputs, targets)``;
-    val_batch: one ``(inputs, targets)``, evaluated in ``eval()`` mode after training.
-    hparams: ``{"lr": t[n_lr], "momentum": t[n_mom], "weight_decay": t[n_wd]}`` schedules; step t
-        uses entry ``floor(n * t / T)``. With a custom ``update`` any names and shapes it reads.
-    mode: ``"forward"`` (memory flat in T) or ``"reverse"`` (reference, short horizons).
-    update: the optimiser as a pure update (``updates.py``: ``sgd_momentum``, ``AdamW()``, per layer).
-    train_loss: ``(output, target, weights, hp) -> scalar``, a training loss with hyperparameters
-        (``losses.py``: label smoothing, per-layer L2); the validation loss stays ``loss_fn``.
-    batched: forward mode only; vmap over entries (True) or a loop (False).
-    compile: forward mode only; ``torch.compile`` the differentiated step (see ``Trainer``).
+    Args:
+        model: starting point of training (its parameters and buffers are not modified).
+        loss_fn: ``loss_fn(output, target)``, the validation loss (and the training loss unless
+            ``train_loss`` is given).
+        train_batches: a sequence of T ``(inputs, targets)``, the unrolled training run.
+        val_batch: one ``(inputs, targets)``, evaluated in ``eval()`` mode after training.
+        hparams: ``{"lr": t[n_lr], "momentum": t[n_mom], "weight_decay": t[n_wd]}`` schedules; step
+            t uses entry ``floor(n * t / T)``. With a custom ``update`` any names and shapes it reads.
+        mode: ``"forward"`` (memory flat in T) or ``"reverse"`` (reference, short horizons).
+        update: the optimiser as a pure update (``updates.py``: ``sgd_momentum``, ``AdamW()``, per
+            layer).
+        batched: forward mode only; vmap over entries (True) or a loop (False).
+        compile: forward mode only; ``torch.compile`` the differentiated step (see ``Trainer``).
+        train_loss: ``(output, target, weights, hp) -> scalar``, a training loss with
+            hyperparameters (``losses.py``: label smoothing, per-layer L2).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")

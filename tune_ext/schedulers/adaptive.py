@@ -19,6 +19,16 @@ class AdaptiveASHAScheduler(ASHAScheduler):
     each new trial goes to the bracket furthest below its share, so trials beyond ``max_trials``
     keep the same proportions. ``divisor`` plays the role of eta.
 
+    Args:
+        time_attr: the result key that measures training progress (``training_iteration``).
+        metric, mode: what to rank by, "min" or "max"; or leave None and give them to
+            ``tune.run`` / ``tune.TuneConfig``.
+        max_t: the budget at which every trial stops (in ``time_attr`` units; default 100).
+        max_trials: the number of trials the brackets' shares are planned for (more may run).
+        aggressiveness: "standard", "aggressive" or "conservative" (see above).
+        divisor: the reduction factor between rungs (default 4, as Determined's).
+        max_rungs: at most this many rungs per bracket (default 5).
+
     Example::
 
         from ray import tune

@@ -77,6 +77,16 @@ class ASHAScheduler(MetricScheduler):
 
     Every decision is O(log n): each rung keeps its results in a ``RankedValues``.
 
+    Args:
+        time_attr: the result key that measures training progress (``training_iteration``).
+        metric, mode: what to rank by, "min" or "max"; or leave None and give them to
+            ``tune.run`` / ``tune.TuneConfig``.
+        max_t: the budget at which every trial stops (in ``time_attr`` units; default 100).
+        min_t: the first rung's budget (default 1); Ray's name ``grace_period`` is accepted.
+        reduction_factor: eta: the top 1/eta of a rung continue (default 3, the papers').
+        brackets: how many of Hyperband's brackets, from the most aggressive (default 1).
+        variant: "promotion" (the paper's Algorithm 2, pauses) or "stopping" (never pauses).
+
     Example::
 
         from ray import tune

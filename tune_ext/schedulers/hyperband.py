@@ -15,6 +15,14 @@ class HyperbandScheduler(SuccessiveHalvingScheduler):
     starts. With fewer trials than a band, the last bracket closes when the searcher is finished
     and halves the trials it got (floor(n / eta), at least one, continue per rung).
 
+    Args:
+        time_attr: the result key that measures training progress (``training_iteration``).
+        metric, mode: what to rank by, "min" or "max"; or leave None and give them to
+            ``tune.run`` / ``tune.TuneConfig``.
+        max_t: the budget at which every trial stops (in ``time_attr`` units; default 100).
+        min_t: the most aggressive bracket's first budget (default 1); Ray's name ``grace_period`` is accepted.
+        reduction_factor: eta: the top 1/eta of a rung continue (default 3, the papers').
+
     Example::
 
         from ray import tune

@@ -105,6 +105,14 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     continue and the rest stop. Trials that error, end early or are removed leave the rung, which
     completes without them. Needs a checkpointing trainable, like every pausing scheduler.
 
+    Args:
+        time_attr: the result key that measures training progress (``training_iteration``).
+        metric, mode: what to rank by, "min" or "max"; or leave None and give them to
+            ``tune.run`` / ``tune.TuneConfig``.
+        max_t: the budget at which every trial stops (in ``time_attr`` units; default 100).
+        min_t: the first rung's budget (default 1); Ray's name ``grace_period`` is accepted.
+        reduction_factor: eta: the top 1/eta of a rung continue (default 3, the papers').
+
     Example::
 
         from ray import tune

@@ -53,10 +53,30 @@ class SchedulerStateCallback(Callback):
 
     Example::
 
-        sched = ASHAScheduler(max_t=27)
-        tune.run(train, scheduler=sched, callbacks=[SchedulerStateCallback(sched)], ...)
-        # after a crash: the same call with resume=True (an experiment started with Tuner.fit:
-        # tune.Tuner.restore(path, train).fit())
+        import json, os, tempfile
+        from ray import tune
+        from tune_ext.schedulers import ASHAScheduler, SchedulerStateCallback
+
+        def train(config):   # checkpoints, so a paused or restored trial resumes where it was
+            start, ckpt = 0, tune.get_checkpoint()
+            if ckpt:
+                with ckpt.as_directory() as d:
+                    start = json.load(open(os.path.join(d, "s.json")))["step"]
+            for step in range(start + 1, 10):
+                with tempfile.TemporaryDirectory() as d:
+                    json.dump({"step": step}, open(os.path.join(d, "s.json"), "w"))
+                    tune.report({"loss": config["x"] / step},
+                                checkpoint=tune.Checkpoint.from_directory(d))
+
+        def experiment(resume=False):   # a new driver builds a new scheduler; the callback restores it
+            sched = ASHAScheduler(max_t=9)
+            return tune.run(train, config={"x": tune.uniform(0, 1)}, num_samples=9, metric="loss",
+                            mode="min", scheduler=sched, callbacks=[SchedulerStateCallback(sched)],
+                            storage_path=os.path.abspath("exp"), name="asha", resume=resume)
+
+        experiment()
+        experiment(resume=True)   # after a crash: the same call with resume=True
+        # (an experiment started with tune.Tuner(...).fit(): tune.Tuner.restore(path, train).fit())
     """
 
     def __init__(self, scheduler):

@@ -40,27 +40,39 @@ class _Job:
 class BOHBSearch(SpaceSearcher):
     """BOHB's model-based search (hpbandster's KDE) for Ray Tune, under any scheduler.
 
-    Parameters beyond Ray's ``(space, metric, mode, points_to_evaluate, seed)``: ``time_attr`` (the
-    budget, default ``"training_iteration"``), ``max_t`` (informational: trials ending earlier are
-    counted as pruned), and hpbandster's ``min_points_in_model`` (None: dimensions + 1),
-    ``top_n_percent`` (15), ``num_samples`` (64), ``random_fraction`` (1/3), ``bandwidth_factor`` (3),
-    ``min_bandwidth`` (1e-3). ``model_based_picks`` counts proposals that came from a KDE.
+    ``model_based_picks`` counts proposals that came from a KDE.
 
     Falkner et al. 2018 (ICML).
+
+    Args:
+        space: the search space (Ray Tune domains); or leave None and give ``config=`` /
+            ``param_space=`` to Ray Tune.
+        metric, mode: what to optimise, "min" or "max"; or give them to ``tune.run`` /
+            ``tune.TuneConfig``.
+        points_to_evaluate: configurations to try first, as Ray's searchers take them.
+        seed: the seed of every random draw (same seed, same suggestions).
+        time_attr: the budget key of results (default ``"training_iteration"``).
+        max_t: the budget of a full run: a trial ending earlier is told PRUNED (defaults to a
+            tune-ext scheduler's ``max_t``, else ``stop[time_attr]``).
+        min_points_in_model: observations at a budget before its KDE is used (None: dimensions + 1).
+        top_n_percent: the share of observations in the "good" KDE (15).
+        num_samples: candidates drawn from the good KDE per suggestion (64).
+        random_fraction: the share of suggestions drawn at random (1/3).
+        bandwidth_factor: widening of the sampling KDE (3).
+        min_bandwidth: the smallest KDE bandwidth (1e-3).
 
     Example::
 
         from ray import tune
-        from ray.tune.schedulers import HyperBandScheduler
+        from tune_ext.schedulers import HyperbandScheduler
         from tune_ext.searchers import BOHBSearch
 
         def f(config):
             for t in range(1, 10):
                 tune.report({"loss": (config["x"] - 2) ** 2 + 1 / t})
 
-        tune.run(f, config={"x": tune.uniform(-5, 5)}, num_samples=20,
-                 search_alg=BOHBSearch(metric="loss", mode="min", seed=0),
-                 scheduler=HyperBandScheduler(metric="loss", mode="min", max_t=9))
+        tune.run(f, config={"x": tune.uniform(-5, 5)}, num_samples=20, metric="loss",
+                 mode="min", search_alg=BOHBSearch(seed=0), scheduler=HyperbandScheduler(max_t=9))
     """
 
     def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None, seed=None,

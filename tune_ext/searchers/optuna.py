@@ -96,14 +96,23 @@ class _OptunaSearch(SpaceSearcher):
 class TPESearch(_OptunaSearch):
     """Tree-structured Parzen Estimator search (optuna's ``TPESampler``).
 
-    Parameters beyond Ray's ``(space, metric, mode, points_to_evaluate, seed)``:
-    ``time_attr`` (the budget key, default ``"training_iteration"``), ``max_t`` (budget of a full
-    run; trials ending earlier are told PRUNED; defaults to ``stop[time_attr]``),
-    ``n_startup_trials`` (random trials before the model, 10), ``multivariate`` (True),
-    ``constant_liar`` (True: pending trials count as bad, so concurrent suggestions spread out);
-    other keyword arguments go to ``optuna.samplers.TPESampler``.
-
     Bergstra et al. 2011; Falkner et al. 2018 (multivariate KDE).
+
+    Args:
+        space: the search space (Ray Tune domains); or leave None and give ``config=`` /
+            ``param_space=`` to Ray Tune.
+        metric, mode: what to optimise, "min" or "max"; or give them to ``tune.run`` /
+            ``tune.TuneConfig``.
+        points_to_evaluate: configurations to try first, as Ray's searchers take them.
+        seed: the seed of every random draw (same seed, same suggestions).
+        time_attr: the budget key of results (default ``"training_iteration"``).
+        max_t: the budget of a full run: a trial ending earlier is told PRUNED (defaults to a
+            tune-ext scheduler's ``max_t``, else ``stop[time_attr]``).
+        n_startup_trials: random trials before the model (10).
+        multivariate: one joint KDE over all parameters (True).
+        constant_liar: pending trials count as bad, so concurrent suggestions spread out (True).
+        **tpe_kwargs: any other ``optuna.samplers.TPESampler`` argument (a misspelled one is
+            refused with the closest valid name).
 
     Example::
 
@@ -137,12 +146,27 @@ class CMAESSearch(_OptunaSearch):
 
     Categorical parameters (and a space with a single numeric parameter, which CMA-ES cannot
     model) are sampled *independently* by optuna's ``RandomSampler`` with the same seed: this is the
-    documented fallback of optuna's CmaEsSampler, enabled here without its warning. Parameters beyond
-    Ray's: ``time_attr``, ``max_t`` (as TPESearch), ``n_startup_trials`` (1), ``sigma0``, ``popsize``,
-    ``consider_pruned_trials`` (False: CMA-ES generations use full runs only), ``with_margin`` (True);
-    other keyword arguments go to ``optuna.samplers.CmaEsSampler``.
+    documented fallback of optuna's CmaEsSampler, enabled here without its warning.
 
     Hansen 2016 (arXiv:1604.00772); Hamano et al. 2022 (CMA-ES with margin).
+
+    Args:
+        space: the search space (Ray Tune domains); or leave None and give ``config=`` /
+            ``param_space=`` to Ray Tune.
+        metric, mode: what to optimise, "min" or "max"; or give them to ``tune.run`` /
+            ``tune.TuneConfig``.
+        points_to_evaluate: configurations to try first, as Ray's searchers take them.
+        seed: the seed of every random draw (same seed, same suggestions).
+        time_attr: the budget key of results (default ``"training_iteration"``).
+        max_t: the budget of a full run: a trial ending earlier is told PRUNED (defaults to a
+            tune-ext scheduler's ``max_t``, else ``stop[time_attr]``).
+        n_startup_trials: random trials before the model (1).
+        sigma0: the initial step size (None: optuna's default, a sixth of the range); a number.
+        popsize: the population size (None: CMA-ES's default).
+        consider_pruned_trials: let pruned trials into a generation (False: full runs only).
+        with_margin: CMA-ES with margin for integer and quantised parameters (True).
+        **cma_kwargs: any other ``optuna.samplers.CmaEsSampler`` argument (a misspelled one
+            is refused with the closest valid name).
 
     Example::
 

@@ -14,6 +14,16 @@ class RandomSearch(SpaceSearcher):
     exclusive ``randint`` upper bound) from one ``numpy.random.Generator(seed)``; keeps every outcome
     in ``observations`` so a restored run has the same history and continues the same random stream.
 
+    Bergstra & Bengio 2012 (JMLR), the baseline every comparison needs.
+
+    Args:
+        space: the search space (Ray Tune domains); or leave None and give ``config=`` /
+            ``param_space=`` to Ray Tune.
+        metric, mode: what to optimise, "min" or "max"; or give them to ``tune.run`` /
+            ``tune.TuneConfig``.
+        points_to_evaluate: configurations to try first, as Ray's searchers take them.
+        seed: the seed of every random draw (same seed, same suggestions).
+
     Example::
 
         from ray import tune
