@@ -127,8 +127,10 @@ def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_r
         ax.legend(fontsize=7, loc="upper right")
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("seconds since the run started")
+    for i, ax in enumerate(axes.flat[:len(panels)]):
+        if i + cols >= len(panels):   # nothing drawn below: this panel carries the time axis
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("seconds since the run started")
     for ax in axes[:, 0]:
         ax.set_ylabel(f"regret (floor {floor:g})")
     fig.suptitle(title or f"regret vs reference {reference:.4f}; dotted: target {target_regret:g}",
