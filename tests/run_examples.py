@@ -46,6 +46,16 @@ def run(where, code, namespace):
     print(f"ok {where}", flush=True)
 
 
+def module_name(path):
+    """``pkg.sub.mod`` of a file inside packages (folders with an ``__init__.py``)."""
+    path = os.path.abspath(path)[:-3]
+    parts, folder = [os.path.basename(path)], os.path.dirname(path)
+    while os.path.exists(os.path.join(folder, "__init__.py")):
+        parts.append(os.path.basename(folder))
+        folder = os.path.dirname(folder)
+    return ".".join(reversed(parts))
+
+
 def main(paths):
     for path in paths:
         if path.endswith(".md"):
@@ -53,7 +63,7 @@ def main(paths):
             for where, code in markdown_blocks(path):
                 run(where, code, namespace)
         else:
-            module = path[:-3].replace(os.sep, ".")
+            module = module_name(path)
             for where, code in docstring_examples(path):
                 namespace = {"__name__": "__main__"}
                 exec(f"from {module} import *", namespace)   # doctests use the module's names

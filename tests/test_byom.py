@@ -111,14 +111,14 @@ def test_own_parts_and_builtin_names_are_not_mixed(ray_local):
         tune.with_parameters(FDSTrainable, model_fn=small_cnn, data=DATA)(config={"model": "mlp"})
 
 
-def test_readme_bring_your_own_example_runs(ray_local, tmp_path, monkeypatch):
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Bring your own model, data and loss"):]
+def test_docs_bring_your_own_example_runs(ray_local, tmp_path, monkeypatch):
+    page = (Path(__file__).parents[1] / "docs" / "trainables.md").read_text()
+    section = page[page.index("# Bring your own model, data and loss"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))  # Tune's default storage is ~/ray_results
     scope = {"__name__": "__main__"}  # as when a user runs it as a script
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, "docs/trainables.md", "exec"), scope)
     assert scope["fds"].best_result["test_acc"] > 0.7
     assert scope["asha"].best_result["test_acc"] > 0.7
     assert all(t.status == "TERMINATED" for t in scope["asha"].trials)

@@ -18,7 +18,7 @@ MODULES = sorted(os.path.relpath(p, ROOT) for pkg in ("tune_ext", "trainables")
 
 def _run(files, tmp_path, timeout=900):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "run_examples.py"),
                            *[str(ROOT / f) for f in files]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
