@@ -32,7 +32,7 @@ class HyperbandScheduler(SuccessiveHalvingScheduler):
             for t in range(1, 10):
                 tune.report({"acc": config["x"] * (1 - 0.5 ** t)})  # add checkpoint=... to resume
 
-        tune.run(train, config={"x": tune.uniform(0, 1)}, num_samples=20, metric="acc",
+        tune.run(train, config={"x": tune.uniform(0, 1)}, num_samples=9, metric="acc",
                  mode="max", scheduler=HyperbandScheduler(max_t=9))
     """
 

@@ -71,7 +71,7 @@ class BOHBSearch(SpaceSearcher):
             for t in range(1, 10):
                 tune.report({"loss": (config["x"] - 2) ** 2 + 1 / t})
 
-        tune.run(f, config={"x": tune.uniform(-5, 5)}, num_samples=20, metric="loss",
+        tune.run(f, config={"x": tune.uniform(-5, 5)}, num_samples=10, metric="loss",
                  mode="min", search_alg=BOHBSearch(seed=0), scheduler=HyperbandScheduler(max_t=9))
     """
 

@@ -123,7 +123,7 @@ class TPESearch(_OptunaSearch):
             tune.report({"loss": (config["x"] - 2) ** 2 + config["k"]})
 
         tune.run(f, config={"x": tune.uniform(-5, 5), "k": tune.randint(0, 3)},
-                 search_alg=TPESearch(metric="loss", mode="min", seed=0), num_samples=20)
+                 search_alg=TPESearch(metric="loss", mode="min", seed=0), num_samples=10)
     """
 
     def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None, seed=None,
@@ -177,7 +177,7 @@ class CMAESSearch(_OptunaSearch):
             tune.report({"loss": (config["x"] - 2) ** 2 + (config["y"] + 1) ** 2})
 
         tune.run(f, config={"x": tune.uniform(-5, 5), "y": tune.randint(-4, 4)},
-                 search_alg=CMAESSearch(metric="loss", mode="min", seed=0), num_samples=20)
+                 search_alg=CMAESSearch(metric="loss", mode="min", seed=0), num_samples=10)
     """
 
     def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None, seed=None,
