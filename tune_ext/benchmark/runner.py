@@ -25,7 +25,7 @@ from typing import Optional
 
 from tune_ext.benchmark.methods import METHODS, Method
 from tune_ext.benchmark.regret import IncumbentTracker, RegretCallback
-from tune_ext.benchmark.tasks import Task
+from tune_ext.benchmark.tasks import Task, finite_number
 
 
 @dataclass
@@ -44,16 +44,14 @@ class Budget:
     gpus_per_trial: float = 0.0
 
     def __post_init__(self):
-        if not _number(self.seconds) or not math.isfinite(self.seconds) or self.seconds <= 0:
+        if not finite_number(self.seconds) or self.seconds <= 0:
             raise ValueError(f"budget seconds must be a finite number > 0, got {self.seconds!r}")
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) \
                 or self.concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {self.concurrency!r}")
-        if not _number(self.cpus_per_trial) or not math.isfinite(self.cpus_per_trial) \
-                or self.cpus_per_trial <= 0:
+        if not finite_number(self.cpus_per_trial) or self.cpus_per_trial <= 0:
             raise ValueError(f"cpus_per_trial must be > 0, got {self.cpus_per_trial!r}")
-        if not _number(self.gpus_per_trial) or not math.isfinite(self.gpus_per_trial) \
-                or self.gpus_per_trial < 0:
+        if not finite_number(self.gpus_per_trial) or self.gpus_per_trial < 0:
             raise ValueError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial!r}")
 
     def resources(self) -> dict:
@@ -66,10 +64,6 @@ class Budget:
         """Cluster resources one run's concurrent trials take."""
         return {"CPU": self.concurrency * self.cpus_per_trial,
                 "GPU": self.concurrency * self.gpus_per_trial}
-
-
-def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def check_output_dir(out_dir: str) -> None:

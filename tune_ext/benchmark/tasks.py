@@ -94,13 +94,13 @@ class Task:
         for key in ("metric", "test_metric"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"Task {self.name!r}: {key} must be a non-empty string")
-        if self.reference is not None and not _finite(self.reference):
+        if self.reference is not None and not finite_number(self.reference):
             raise ValueError(f"Task {self.name!r}: reference must be a finite number, got "
                              f"{self.reference!r}")
-        if not _finite(self.target_regret) or self.target_regret < 0:
+        if not finite_number(self.target_regret) or self.target_regret < 0:
             raise ValueError(f"Task {self.name!r}: target_regret must be finite and >= 0, got "
                              f"{self.target_regret!r}")
-        if not _finite(self.default_budget_s) or self.default_budget_s <= 0:
+        if not finite_number(self.default_budget_s) or self.default_budget_s <= 0:
             raise ValueError(f"Task {self.name!r}: default_budget_s must be finite and > 0")
         object.__setattr__(self, "reference_grid", tuple(dict(c) for c in self.reference_grid))
 
@@ -137,7 +137,8 @@ class Task:
         return float(load_reference(self)["reference"])
 
 
-def _finite(x) -> bool:
+def finite_number(x) -> bool:
+    """A real number (not a bool), neither NaN nor infinite."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
