@@ -18,3 +18,18 @@ def ray_local():
                  configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (repeats of a covered case on another "
+                          "scheduler, API or page; the full run takes about twice as long)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or config.getoption("-m"):
+        return   # --slow, or an explicit -m selection, decides for itself
+    skip = pytest.mark.skip(reason="slow: run with scripts/test.sh --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -103,6 +103,7 @@ def test_summary_and_pictures(quick):
     assert _png(out / "ranks.png")[0] > 400
 
 
+@pytest.mark.slow   # the default task's data and model have fast tests (test_data, test_models)
 def test_mnist1d_default_task_runs(tmp_path):
     proc = run_cli(["--methods", "asha,fds", "--seeds", "1", "--budget-s", "15", "--out", str(tmp_path)])
     assert "task mnist1d" in proc.stdout

@@ -55,7 +55,7 @@ def test_validation_is_carved_from_train_and_datasets_are_accepted():
         as_splits({"train": DATA["train"], "tets": DATA["test"]})
 
 
-@pytest.mark.parametrize("method", ["fds", "oho"])
+@pytest.mark.parametrize("method", ["fds", pytest.param("oho", marks=pytest.mark.slow)])
 def test_fds_trainable_on_a_users_cnn_under_tune_run_pauses_and_resumes_exactly(method, ray_local, tmp_path):
     trainable = tune.with_parameters(FDSTrainable, model_fn=small_cnn, data=DATA)
     config = CONFIGS[method]

@@ -35,8 +35,11 @@ def test_every_page_has_examples_and_links_stay_inside_the_repository():
             assert (ROOT / page).parent.joinpath(link).exists(), f"{page}: broken link {link}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", PAGES)
+# README's example runs in every run; the docs pages and docstrings repeat what the parts' own
+# tests cover (docs/trainables.md's block also runs, with stronger asserts, in test_byom) and take
+# most of 15 minutes: they run with --slow.
+@pytest.mark.parametrize("page", [p if p == "README.md" else pytest.param(p, marks=pytest.mark.slow)
+                                  for p in PAGES])
 def test_page_examples_run_as_written(page, tmp_path):
     ran = _run([page], tmp_path)
     assert len(ran) == (ROOT / page).read_text().count("```python")

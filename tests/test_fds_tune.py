@@ -18,7 +18,7 @@ METRICS = ("val_loss", "val_acc", "test_acc", "lr_0", "momentum_0", "weight_deca
            "hypergrad_norm_lr", "hypergrad_norm_momentum")
 
 
-@pytest.mark.parametrize("method", ["fds", "oho"])
+@pytest.mark.parametrize("method", ["fds", pytest.param("oho", marks=pytest.mark.slow)])
 def test_pause_resume_under_ray_matches_an_uninterrupted_run(method, ray_local, tmp_path):
     config = CONFIGS[method]
     _, straight = run_one_trial(FDSTrainable, config, FIFOScheduler(), tmp_path / "straight")

@@ -81,12 +81,17 @@ SUPERVISED = {"dataset": "digits", "model": "mlp", "batch_size": 256, "epochs": 
               "momentum": 0.9}
 
 
+# each scheduler's decisions are checked on function trainables above; real training once by
+# default, the other schedulers with --slow
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("make", [
     lambda: ASHAScheduler(max_t=3, variant="promotion"),
-    lambda: ASHAScheduler(max_t=3, variant="stopping"),
-    lambda: SuccessiveHalvingScheduler(max_t=3),
-    lambda: HyperbandScheduler(max_t=3),
-    lambda: AdaptiveASHAScheduler(max_t=3, max_trials=3, divisor=3),
+    pytest.param(lambda: ASHAScheduler(max_t=3, variant="stopping"), marks=SLOW),
+    pytest.param(lambda: SuccessiveHalvingScheduler(max_t=3), marks=SLOW),
+    pytest.param(lambda: HyperbandScheduler(max_t=3), marks=SLOW),
+    pytest.param(lambda: AdaptiveASHAScheduler(max_t=3, max_trials=3, divisor=3), marks=SLOW),
 ], ids=["asha-promotion", "asha-stopping", "sha", "hyperband", "adaptive"])
 def test_supervised_trainable(ray_local, tmp_path, make):
     """Real training: lr 1e-4 barely learns, 0.3 does; the scheduler must keep the good one."""

@@ -116,15 +116,16 @@ def resume(api, storage, results, scheduler, reuse):
     return second
 
 
-# The fast subset covers each claim; `-m "not slow"` leaves out repeats of a case on a second
-# scheduler or API.
+# The default run covers each claim (kills before and after a rung closed, both APIs, both
+# synchronous schedulers); --slow adds the repeats of a case on another scheduler or API.
 SLOW = pytest.mark.slow
 
 
-@pytest.mark.parametrize("scheduler, kill", [
-    ("sha", "before"), ("sha", "after"), ("hyperband", "after"),
-    pytest.param("hyperband", "before", marks=SLOW)])
-@pytest.mark.parametrize("api", ["run", "tuner"])
+@pytest.mark.parametrize("api, scheduler, kill", [
+    ("run", "sha", "before"), ("run", "sha", "after"), ("tuner", "hyperband", "after"),
+    *[pytest.param(*case, marks=SLOW) for case in [
+        ("tuner", "sha", "before"), ("tuner", "sha", "after"), ("run", "hyperband", "after"),
+        ("run", "hyperband", "before"), ("tuner", "hyperband", "before")]]])
 def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
     storage, results = str(tmp_path / "storage"), str(tmp_path / "results.jsonl")
     # Kill the whole driver group once Ray's experiment snapshot in storage (what a restore sees)
@@ -189,12 +190,12 @@ def damage(experiment, how):
 
 @pytest.mark.parametrize("api, how", [
     *[("run", how) for how in ["delete:callback-states-", "truncate:callback-states-",
-                               "delete:experiment_state-", "truncate:experiment_state-",
-                               "truncate:basic-variant-state-"]],
-    ("tuner", "delete:callback-states-"),
+                               "delete:experiment_state-", "truncate:basic-variant-state-"]],
+    pytest.param("run", "truncate:experiment_state-", marks=SLOW),
     *[pytest.param("tuner", how, marks=SLOW)
-      for how in ["truncate:callback-states-", "delete:experiment_state-",
-                  "truncate:experiment_state-", "truncate:basic-variant-state-"]]])
+      for how in ["delete:callback-states-", "truncate:callback-states-",
+                  "delete:experiment_state-", "truncate:experiment_state-",
+                  "truncate:basic-variant-state-"]]])
 def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
     """A deleted scheduler state is rebuilt from the trials' last results (with a warning naming
     the file) and gives the uninterrupted run's decisions; any other missing or unreadable state

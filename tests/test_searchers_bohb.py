@@ -83,6 +83,7 @@ def run_bohb(tmp_path, scheduler, num_samples=8):
     return searcher, analysis, reached
 
 
+@pytest.mark.slow
 def test_bohb_under_rays_hyperband(ray_local, tmp_path):
     hb = HyperBandScheduler(max_t=9, reduction_factor=3)
     searcher, analysis, reached = run_bohb(tmp_path, hb)
@@ -101,6 +102,7 @@ def test_bohb_under_rays_hyperband_for_bohb(ray_local, tmp_path):
     assert searcher.model_budgets
 
 
+@pytest.mark.slow
 def test_bohb_under_rays_asha(ray_local, tmp_path):
     asha = ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3)
     searcher, analysis, reached = run_bohb(tmp_path, asha)

@@ -34,8 +34,10 @@ def driver(cls, api, storage, address, resume=False):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("cls, api", [(TPESearch, "run"), (CMAESSearch, "tuner"),
-                                      (BOHBSearch, "tuner"), (RandomSearch, "run")])
+@pytest.mark.parametrize("cls, api", [
+    (TPESearch, "run"), (BOHBSearch, "tuner"),   # one per API and state layout; others --slow
+    pytest.param(CMAESSearch, "tuner", marks=pytest.mark.slow),
+    pytest.param(RandomSearch, "run", marks=pytest.mark.slow)])
 def test_kill_and_restore_continues_the_model(ray_local, tmp_path, cls, api):
     address = ray_local.get_runtime_context().gcs_address
     exp = tmp_path / "exp"

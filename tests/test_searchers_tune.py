@@ -65,7 +65,8 @@ def test_searcher_under_tune_run(ray_local, tmp_path, cls):
     assert len({t.config["x"] for t in analysis.trials}) == 4
 
 
-@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("cls", [TPESearch, *[pytest.param(c, marks=pytest.mark.slow)
+                                             for c in ALL[1:]]])
 def test_four_concurrent_trials_get_four_configs(ray_local, tmp_path, cls):
     d = tmp_path / "started"
     d.mkdir()
@@ -75,7 +76,7 @@ def test_four_concurrent_trials_get_four_configs(ray_local, tmp_path, cls):
     assert len({repr(sorted(t.config.items())) for t in analysis.trials}) == 4
 
 
-@pytest.mark.parametrize("cls", [TPESearch, BOHBSearch])
+@pytest.mark.parametrize("cls", [TPESearch, pytest.param(BOHBSearch, marks=pytest.mark.slow)])
 def test_same_seed_same_configs_under_tune(ray_local, tmp_path, cls):
     def configs(sub):
         a = run(cls(seed=11), tmp_path=tmp_path / sub, max_concurrent_trials=1, num_samples=3)
@@ -127,7 +128,7 @@ def test_bohb_with_supervised_trainable(ray_local, tmp_path):
     assert max(-x for x in final) > 0.5
 
 
-@pytest.mark.parametrize("scheduler", ["sha", "hyperband"])
+@pytest.mark.parametrize("scheduler", ["sha", pytest.param("hyperband", marks=pytest.mark.slow)])
 def test_tpe_under_our_sync_schedulers_knows_max_t(ray_local, tmp_path, scheduler):
     """No max_t passed to the searcher: the scheduler hands it over, so only trials that reached
     max_t are COMPLETE (before, a trial stopped at rung 1 was COMPLETE while no trial had gone
