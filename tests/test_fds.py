@@ -90,6 +90,11 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"reset_every": 3}, "reset_every.*OHO"),
     ({"method": "oho", "n_lr_windows": 1, "reset_every": 0}, "reset_every"),
     ({"model": "lenet5"}, "did you mean 'lenet'"),
+    ({"backtrack": "yes"}, "backtrack.*True or False"),
+    ({"collapse_ratio": 1.0}, "collapse_ratio.*> 1"),
+    ({"backtrack_shrink": 1.0}, r"backtrack_shrink.*\(0, 1\)"),
+    ({"backtrack_shrinc": 0.5}, "did you mean 'backtrack_shrink'"),
+    ({"method": "oho", "n_lr_windows": 1, "collapse_ratio": 3.0}, "FDS's safeguard"),
 ])
 def test_bad_config_names_the_key(bad, match):
     config = {k: v for k, v in {**FDS, **bad}.items() if v is not None}  # None: drop the key
@@ -98,10 +103,41 @@ def test_bad_config_names_the_key(bad, match):
 
 
 def test_diverged_run_reports_and_skips_its_nonfinite_hypergradient():
-    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 2.0 ** 100, "outer_steps": 2}
+    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 2.0 ** 100, "outer_steps": 2,
+           "backtrack": False}
     first, second = run_direct(cfg, 2)
     assert first["hypergrad_nonfinite"] >= 1 and first["skipped_updates"] == 1
     assert second["lr_0"] == first["lr_0"] == 2.0 ** 100  # the update was not applied
+    assert first["n_backtracks"] == 0 and first["inner_lost"] is None and not first["done"]
+
+
+def test_a_diverging_first_run_has_nothing_to_go_back_to_and_ends_the_trial():
+    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 2.0 ** 100, "inner_epochs": 3}
+    (first,) = run_direct(cfg, 1)
+    assert first["inner_lost"] == "diverged" and first["done"] and first["n_backtracks"] == 0
+    assert first["inner_steps"] == 6  # stopped after its first epoch of 6 steps, not 18
+
+
+def test_a_scripted_divergence_is_cut_short_reverted_to_the_best_and_counted(tmp_path):
+    # outer step 1 (lr 0.05) completes; its hypergradient says "more", and a huge outer step
+    # (lr += 1e30) makes run 2 diverge in its first epoch
+    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 0.05, "lr_step": 1e30,
+           "inner_epochs": 3, "outer_steps": 4}
+    results = run_direct(cfg, 4)
+    first, lost, back, again = results
+    assert first["inner_lost"] is None and first["inner_steps"] == 18 and first["n_backtracks"] == 0
+    assert lost["lr_0"] == pytest.approx(1e30)
+    assert lost["inner_lost"] == "diverged" and lost["inner_steps"] == 6  # 1 epoch of 3
+    assert lost["n_backtracks"] == 1 and not lost["done"] and "hypergrad_norm_lr" not in lost
+    # back to the best hyperparameters, whose run completes again
+    assert back["lr_0"] == first["lr_0"] and back["inner_lost"] is None and back["inner_steps"] == 18
+    # ... and lr's outer step was halved: the next move is 5e29, not 1e30
+    assert again["lr_0"] == pytest.approx(5e29)
+    assert again["inner_lost"] == "diverged" and again["n_backtracks"] == 2
+    # a restore in the middle continues the same backtracking (best run, count, shrunk steps)
+    resumed = run_direct(cfg, 4, checkpoint_at=2, tmp_path=tmp_path)
+    keys = ("lr_0", "inner_steps", "n_backtracks", "inner_lost", "val_acc")  # val_loss: NaN
+    assert [{k: r[k] for k in keys} for r in resumed[2:]] == [{k: r[k] for k in keys} for r in results[2:]]
 
 
 @pytest.mark.parametrize("method", ["fds", "oho"])

@@ -14,6 +14,7 @@ from tune_ext.hypergrad.engine import forward_run
 from tune_ext.hypergrad.losses import regularised, regularised_cross_entropy
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import BOUNDS, OPTIMIZERS, make_outer
+from tune_ext.hypergrad.safeguard import Safeguard
 from tune_ext.hypergrad.updates import SGD, AdamW, layers_of
 
 METHODS = ("fds", "oho", "hd")
@@ -27,13 +28,16 @@ DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "beta1": 0.05, "weight_decay": 1e-4
                  "label_smoothing": 0.02}
 
 
+SAFEGUARD_KEYS = ("backtrack", "collapse_ratio", "backtrack_shrink")  # FDS only
+
+
 def _hparam_keys(h):
     return (f"n_{h}_windows", f"{h}_init", f"{h}_step")
 
 
 KEYS = (*TASK_KEYS, "method", "optimizer", "per_layer", "inner_epochs", "outer_steps",
         "outer_optimizer", "clip", "hyper_every", "reset_every", "val_batch_size", "compile",
-        *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
+        *SAFEGUARD_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class HypergradConfig:
     reset_every: int | None
     val_batch_size: int | None
     compile: bool
+    backtrack: bool = False
+    collapse_ratio: float | None = None
+    backtrack_shrink: float = 0.5
 
     @classmethod
     def from_config(cls, config: dict) -> "HypergradConfig":
@@ -108,7 +115,26 @@ class HypergradConfig:
             reset_every = positive_int(config, "reset_every")
         return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
-                   _flag(config, "compile", False))
+                   _flag(config, "compile", False), *_safeguard(config, method))
+
+
+def _safeguard(config, method):
+    """``backtrack``, ``collapse_ratio``, ``backtrack_shrink``: FDS's safeguard (``Safeguard``)."""
+    if method != "fds":
+        for key in (k for k in SAFEGUARD_KEYS if k in config):
+            raise ValueError(f"config[{key!r}] is FDS's safeguard against lost inner runs; method "
+                             f"{method!r} does not use it")
+        return False, None, 0.5
+    ratio = config.get("collapse_ratio", 2.0)
+    if ratio is not None:
+        ratio = non_negative(config, "collapse_ratio", 2.0)
+        if not ratio > 1:
+            raise ValueError(f"config['collapse_ratio'] must be > 1 (a multiple of the best run's "
+                             f"validation loss) or None (divergence only), got {ratio}")
+    shrink = non_negative(config, "backtrack_shrink", 0.5)
+    if not 0 < shrink < 1:
+        raise ValueError(f"config['backtrack_shrink'] must be in (0, 1), got {shrink}")
+    return _flag(config, "backtrack", True), ratio, shrink
 
 
 def _choice(config, key, choices, default):
@@ -160,6 +186,15 @@ class FDSTrainable(ReusableTrainable):
     ``compile`` [False]: ``torch.compile`` the differentiated step (a one-off compilation of
     seconds per worker process, then several times faster steps on small models).
 
+    Safeguard ("fds" only; ``tune_ext.hypergrad.safeguard``): ``backtrack`` [True] watches every
+    inner run at each epoch end and stops it as soon as it is lost: its validation loss is not
+    finite (diverged) or above ``collapse_ratio`` [2.0; None: divergence only] x the validation
+    loss the best run so far (lowest final validation loss) had at the same fraction of its run
+    (collapsed). The next run then goes back to the best run's hyperparameters, and the entries
+    that had moved away from them get their outer step sizes multiplied by ``backtrack_shrink``
+    [0.5]. A lost run with nothing to go back to (the first run, or the best hyperparameters
+    themselves) ends the trial (``done``).
+
     Beyond SGD: ``optimizer`` ["sgd"] | "adamw" (``torch.optim.AdamW``; learns ``lr``, ``beta1``
     [init 0.9, step 0.05] and ``weight_decay`` instead of momentum); loss hyperparameters, present
     when any of their keys is given: ``l2`` (an L2 term ``l2/2 ||w||^2`` in the training loss, step
@@ -174,9 +209,12 @@ class FDSTrainable(ReusableTrainable):
     epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc`` (as
     ``SupervisedTrainable``: no accuracy for float targets; of the inner run, for
     "fds" with the hyperparameters reported alongside), ``lr_0 ..``, ``momentum_0 ..``,
-    ``weight_decay_0 ..``, ``hypergrad_norm_<name>``, ``skipped_updates``. Checkpoints the
-    hyperparameters, the outer optimiser's state and the shuffling RNG (and, online, the model, its
-    velocity and the forward-mode influence), so PAUSE or failure resumes the same run.
+    ``weight_decay_0 ..``, ``hypergrad_norm_<name>`` (absent after a lost run), ``skipped_updates``;
+    "fds" also ``inner_steps`` (the steps the inner run took), ``inner_lost`` (None, "diverged" or
+    "collapsed") and ``n_backtracks`` (so far). Checkpoints the
+    hyperparameters, the outer optimiser's state, the safeguard's best run and the shuffling RNG
+    (and, online, the model, its velocity and the forward-mode influence), so PAUSE or failure
+    resumes the same run.
 
     Args:
         config: the trial's configuration, as Ray Tune passes it (the keys above).
@@ -236,7 +274,7 @@ class FDSTrainable(ReusableTrainable):
         result = self.method.step()
         self.done_steps += 1
         result.update(scores(self.eval_model, self.parts), skipped_updates=self.outer.skipped,
-                      done=self.done_steps >= self.method.limit)
+                      done=self.done_steps >= self.method.limit or self.method.ended)
         for name, g in (self.hypergrads or {}).items():
             result[f"hypergrad_norm_{name}"] = float(g.norm())
         return result
@@ -257,12 +295,20 @@ class FDSTrainable(ReusableTrainable):
 
 
 class FDSOuterSteps:
-    """FDS: one ``step()`` is a whole inner run from the same initial weights, then one outer update."""
+    """FDS: one ``step()`` is a whole inner run from the same initial weights, then one outer update.
+
+    With ``backtrack`` (the default) a ``Safeguard`` watches the run at every epoch end: a run that
+    diverges or collapses stops there, the hyperparameters go back to the best run's and the
+    step sizes of the entries that moved away from them shrink; with nothing to go back to, the
+    trial ends (``done``).
+    """
 
     def __init__(self, trainable: FDSTrainable):
-        self.tr = trainable
+        self.tr, hc = trainable, trainable.hc
         self.hparams = trainable.engine["hparams"]
-        self.limit = trainable.hc.outer_steps
+        self.limit = hc.outer_steps
+        self.guard = Safeguard(hc.collapse_ratio, hc.backtrack_shrink) if hc.backtrack else None
+        self.ended = False
 
     def step(self) -> dict:
         tr, hc = self.tr, self.tr.hc
@@ -270,20 +316,40 @@ class FDSOuterSteps:
         indices = [idx for _ in range(epochs) for idx in tr.epoch_batches()]
         batches = IndexedBatches(tr.data.x_train, tr.data.y_train, indices)
         used = self.hparams
+        watch = {}
+        if self.guard is not None:  # checked at every epoch end (fractions of the run)
+            judge = self.guard.begin(used)
+            watch = {"watch": lambda step, loss: judge(step / len(batches), loss),
+                     "watch_every": len(indices) // epochs}
         run = forward_run(tr.model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), used,
-                          update=tr.engine["update"], train_loss=tr.engine["train_loss"], compile=hc.compile)
+                          update=tr.engine["update"], train_loss=tr.engine["train_loss"],
+                          compile=hc.compile, **watch)
         tr.eval_model.load_state_dict({**run.weights, **run.buffers})
-        tr.hypergrads = run.hypergrads
-        self.hparams, info = tr.outer.step(used, run.hypergrads)
+        lost = self.guard is not None and (run.stopped or self.guard.finish(run.val_loss) is not None)
+        nonfinite = 0
+        if lost:
+            tr.hypergrads = None
+            back = self.guard.backtrack(tr.outer)
+            self.ended = back is None
+            self.hparams = used if back is None else back
+        else:
+            tr.hypergrads = run.hypergrads
+            self.hparams, info = tr.outer.step(used, run.hypergrads)
+            nonfinite = len(info["nonfinite"])
         # the hyperparameters that produced this run's scores (the update goes to the next run)
         return {**_flat(used), "outer_step": tr.done_steps + 1, "inner_epochs": epochs,
-                "inner_steps": len(batches), "hypergrad_nonfinite": len(info["nonfinite"])}
+                "inner_steps": run.steps, "hypergrad_nonfinite": nonfinite,
+                "inner_lost": self.guard.reason if lost else None,
+                "n_backtracks": self.guard.backtracks if self.guard is not None else 0}
 
     def state_dict(self) -> dict:
-        return {"hparams": self.hparams}
+        return {"hparams": self.hparams, "ended": self.ended,
+                "guard": self.guard.state_dict() if self.guard is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.hparams = state["hparams"]
+        self.hparams, self.ended = state["hparams"], state["ended"]
+        if self.guard is not None:
+            self.guard.load_state_dict(state["guard"])
 
 
 class OnlineEpochs:
@@ -297,6 +363,7 @@ class OnlineEpochs:
             update=trainable.engine["update"], train_loss=trainable.engine["train_loss"],
             compile=hc.compile)
         self.limit = hc.inner_epochs[0]
+        self.ended = False  # online runs end at their limit
 
     def step(self) -> dict:
         tr, hc = self.tr, self.tr.hc

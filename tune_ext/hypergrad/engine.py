@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.func import grad, grad_and_value, jvp, vmap
@@ -199,26 +199,42 @@ class InnerRun:
     velocity: object
     buffers: dict
     val_loss: float
-    hypergrads: dict  # {name: tensor shaped like hparams[name]}
+    hypergrads: dict | None  # {name: tensor shaped like hparams[name]}; None if stopped early
+    steps: int = 0  # training steps taken (fewer than len(train_batches) if stopped early)
+    stopped: bool = False  # a ``watch`` stopped the run before its end
 
 
 def forward_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
                 update: Update = sgd_momentum, batched: bool = True, compile: bool = False,
-                train_loss=None) -> InnerRun:
+                train_loss=None, watch: Callable[[int, float], bool] | None = None,
+                watch_every: int | None = None) -> InnerRun:
     """Train from ``model``'s parameters with zero velocity, carrying forward-mode tangents.
 
     Memory is O(parameters x entries), whatever ``len(train_batches)``. update, train_loss,
     batched, compile: see ``Trainer``.
+    watch, watch_every: every ``watch_every`` steps before the last one, ``watch(steps taken,
+        validation loss of the weights so far)`` is called (the loss on ``val_batch`` in eval mode,
+        NaN or inf once training has diverged); when it returns True the run stops there, without
+        hypergradients (``InnerRun.stopped``): a run that is clearly lost costs no more steps.
     """
     trainer = Trainer(model, loss_fn, update, batched, compile, train_loss)
     total = _check_batches(train_batches)
+    if watch is not None and (isinstance(watch_every, bool) or not isinstance(watch_every, int)
+                              or watch_every < 1):
+        raise ValueError(f"watch_every must be a positive int when watch is given, got {watch_every!r}")
     hparams = as_hparams(hparams, next(model.parameters()))
     state = trainer.start(sum(h.numel() for h in hparams.values()))
     with torch.no_grad():  # no autograd graph: tangents are forward-mode duals, not history
         for batch in train_batches:
             state = trainer.tangent_step(state, batch, hparams=hparams, total=total)
+            if watch is not None and state.step % watch_every == 0 and state.step < total:
+                loss = float(trainer.val_loss(state.weights, state.buffers, val_batch))
+                if watch(state.step, loss):
+                    return InnerRun(state.weights, state.velocity, state.buffers, loss, None,
+                                    state.step, stopped=True)
         loss, flat = trainer.hypergrad(state, val_batch)
-    return InnerRun(state.weights, state.velocity, state.buffers, float(loss), split_entries(flat, hparams))
+    return InnerRun(state.weights, state.velocity, state.buffers, float(loss),
+                    split_entries(flat, hparams), state.step)
 
 
 def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
@@ -237,7 +253,7 @@ def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dic
     hg = {n: (g if g is not None else torch.zeros_like(h)).detach()
           for (n, h), g in zip(theta.items(), grads)}
     detach = lambda tree: tree_map(lambda x: x.detach(), tree)
-    return InnerRun(detach(w), detach(v), buffers, float(loss.detach()), hg)
+    return InnerRun(detach(w), detach(v), buffers, float(loss.detach()), hg, total)
 
 
 def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict,
