@@ -48,6 +48,16 @@ def test_compiled_trainable_follows_the_eager_one(method):
     assert compiled[-1]["momentum_0"] > 0 and compiled[-1]["lr_0"] != cfg["lr_init"]
 
 
+def test_the_hvp_derivative_path_runs_the_same_fds():
+    cfg = {**FDS, "n_lr_windows": 2, "lr_init": 0.05, "momentum_step": 0.05, "weight_decay_step": 1e-4,
+           "outer_steps": 2, "batch_size": 256}
+    jvp, hvp = run_direct(cfg, 2), run_direct({**cfg, "derivative": "hvp"}, 2)
+    for a, b in zip(jvp, hvp):  # float32: the two paths sum in different orders
+        for key in ("lr_0", "lr_1", "momentum_0", "weight_decay_0", "val_loss", "hypergrad_norm_lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+    assert hvp[-1]["lr_1"] != cfg["lr_init"] and hvp[-1]["momentum_0"] > 0
+
+
 def test_inner_epochs_per_outer_step():
     results = run_direct({**FDS, "inner_epochs": [1, 2], "outer_steps": 3, "lr_init": 0.1,
                           "n_lr_windows": 1}, 3)
@@ -80,6 +90,7 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"lr_step": 0.0}, "lr_step.*all 0"),
     ({"dataset": "imagenet"}, "dataset"),
     ({"compile": "yes"}, "compile.*True or False"),
+    ({"derivative": "hessian"}, "derivative.*jvp, hvp"),
     ({"lr_inti": 0.1}, "unknown config key 'lr_inti' for FDSTrainable; did you mean 'lr_init'"),
     ({"optimizer": "adam"}, "optimizer.*sgd, adamw.*did you mean 'adamw'"),
     ({"beta1_init": 0.9}, r"config\['beta1_init'\].*another optimizer"),
@@ -175,3 +186,4 @@ def test_adamw_per_layer_and_loss_hyperparameters_are_learned_and_restored(metho
     keys = ("val_loss", "lr_0", "lr_1", "beta1_0", "l2_1", "label_smoothing_0")
     resumed = run_direct(cfg, 3, checkpoint_at=2, tmp_path=tmp_path)
     assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in straight]
+

@@ -10,7 +10,7 @@ import torch
 from trainables.config import TASK_KEYS, non_negative, positive_int, refuse_unknown_keys
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from trainables.registry import did_you_mean
-from tune_ext.hypergrad.engine import forward_run
+from tune_ext.hypergrad.engine import DERIVATIVES, forward_run
 from tune_ext.hypergrad.losses import regularised, regularised_cross_entropy
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import BOUNDS, OPTIMIZERS, make_outer
@@ -37,7 +37,7 @@ def _hparam_keys(h):
 
 KEYS = (*TASK_KEYS, "method", "optimizer", "per_layer", "inner_epochs", "outer_steps",
         "outer_optimizer", "clip", "hyper_every", "reset_every", "val_batch_size", "compile",
-        *SAFEGUARD_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
+        "derivative", *SAFEGUARD_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class HypergradConfig:
     reset_every: int | None
     val_batch_size: int | None
     compile: bool
+    derivative: str = "jvp"
     backtrack: bool = False
     collapse_ratio: float | None = None
     backtrack_shrink: float = 0.5
@@ -115,7 +116,8 @@ class HypergradConfig:
             reset_every = positive_int(config, "reset_every")
         return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
-                   _flag(config, "compile", False), *_safeguard(config, method))
+                   _flag(config, "compile", False), _choice(config, "derivative", DERIVATIVES, "jvp"),
+                   *_safeguard(config, method))
 
 
 def _safeguard(config, method):
@@ -184,7 +186,9 @@ class FDSTrainable(ReusableTrainable):
     by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
     influence every tau steps; 1 is the greedy limit); ``val_batch_size`` [batch_size] (OHO);
     ``compile`` [False]: ``torch.compile`` the differentiated step (a one-off compilation of
-    seconds per worker process, then several times faster steps on small models).
+    seconds per worker process, then several times faster steps on small models);
+    ``derivative`` ["jvp"] | "hvp": how each step's tangent is formed (``hypergrad.engine.Trainer``:
+    the same hypergradients by forward-over-reverse or reverse-over-reverse second derivatives).
 
     Safeguard ("fds" only; ``tune_ext.hypergrad.safeguard``): ``backtrack`` [True] watches every
     inner run at each epoch end and stops it as soon as it is lost: its validation loss is not
@@ -323,7 +327,7 @@ class FDSOuterSteps:
                      "watch_every": len(indices) // epochs}
         run = forward_run(tr.model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), used,
                           update=tr.engine["update"], train_loss=tr.engine["train_loss"],
-                          compile=hc.compile, **watch)
+                          compile=hc.compile, derivative=hc.derivative, **watch)
         tr.eval_model.load_state_dict({**run.weights, **run.buffers})
         lost = self.guard is not None and (run.stopped or self.guard.finish(run.val_loss) is not None)
         nonfinite = 0
@@ -361,7 +365,7 @@ class OnlineEpochs:
             trainable.model, trainable.parts.loss_fn, trainable.engine["hparams"], trainable.outer,
             method=hc.method, every=hc.hyper_every, reset_every=hc.reset_every,
             update=trainable.engine["update"], train_loss=trainable.engine["train_loss"],
-            compile=hc.compile)
+            compile=hc.compile, derivative=hc.derivative)
         self.limit = hc.inner_epochs[0]
         self.ended = False  # online runs end at their limit
 
