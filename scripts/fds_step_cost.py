@@ -13,7 +13,7 @@ the fastest of ``--repeats`` later steps in the same process. The two derivative
 alike: their ratio is the number to read. In the compiled process the first path compiles with
 an empty TorchInductor cache (as on a new node) and the second after it (warm imports, its own
 graphs still cold); a second compiled process then starts from the cache the first one filled
-(as every later trial process on the node does, ``trainables.data.compile_cache_dir``).
+(as every later trial process on the node does, ``trainables.data.use_compile_cache``).
 
     PYTHONPATH=. python scripts/fds_step_cost.py mnist1d [--repeats 3]
 """

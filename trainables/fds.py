@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from trainables.config import TASK_KEYS, non_negative, positive_int, refuse_unknown_keys
+from trainables.data import use_compile_cache
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from trainables.registry import did_you_mean
 from tune_ext.hypergrad.engine import DERIVATIVES, forward_run
@@ -186,7 +187,8 @@ class FDSTrainable(ReusableTrainable):
     by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
     influence every tau steps; 1 is the greedy limit); ``val_batch_size`` [batch_size] (OHO);
     ``compile`` [False]: ``torch.compile`` the differentiated step (a one-off compilation of
-    seconds per worker process, then several times faster steps on small models);
+    seconds per machine, then several times faster steps on small models; the kernels are cached
+    under ``$TUNE_EXT_CACHE/torchinductor``, see ``trainables.data.use_compile_cache``);
     ``derivative`` ["jvp"] | "hvp": how each step's tangent is formed (``hypergrad.engine.Trainer``:
     the same hypergradients by forward-over-reverse or reverse-over-reverse second derivatives).
 
@@ -239,6 +241,8 @@ class FDSTrainable(ReusableTrainable):
     def setup(self, config, model_fn=None, data=None, loss_fn=None):
         refuse_unknown_keys(config, KEYS, "FDSTrainable", aliases={"learning_rate": "lr_init", "lr": "lr_init"})
         self.hc = hc = HypergradConfig.from_config(config)
+        if hc.compile:  # one compilation per machine: every trial process shares the kernels
+            use_compile_cache()
         self.device = trial_device()
         self.task, self.parts = load_task(config, self.device, model_fn=model_fn, data=data, loss_fn=loss_fn)
         self.data, self.model = self.parts.data, self.parts.model
