@@ -292,3 +292,29 @@ def test_cnn1d_has_the_specified_shape():
     assert model(torch.zeros(3, 1, 40)).shape == (3, 10)
     with pytest.raises(ValueError, match="cnn1d.*signal"):
         build_model("cnn1d", (1, 8, 8), 10)
+
+
+def _suggestions(method, task, seed, n):
+    kwargs = method_kwargs(METHODS[method], task, seed)
+    alg = kwargs["search_alg"]
+    assert alg.set_search_properties(task.metric, task.mode, kwargs["config"])
+    return [alg.suggest(f"t{i}") for i in range(n)]
+
+
+def test_concurrent_fds_trials_start_from_different_points_of_the_space():
+    task = get_task("mnist1d")
+    starts = [c["start"] for c in _suggestions("fds", task, 0, 4)]
+    # the paper's start first (lr, weight decay at the space's lower ends), then spread points
+    assert starts[0] == {"lr_0": 1e-3, "lr_1": 1e-3, "lr_2": 1e-3, "momentum": 0.5, "weight_decay": 1e-6}
+    for key in ("lr_0", "lr_1", "lr_2", "momentum", "weight_decay"):
+        values = [s[key] for s in starts]
+        assert len(set(values)) == 4, key  # every trial starts elsewhere in every coordinate
+        domain = task.space[key]
+        assert all(domain.lower <= v <= domain.upper for v in values)
+    assert [c["start"] for c in _suggestions("fds", task, 0, 4)] == starts    # the run seed fixes them
+    assert [c["start"] for c in _suggestions("fds", task, 1, 4)][1:] != starts[1:]
+    # and FDSTrainable takes them: no starting-value keys of its own next to "start"
+    assert not {"lr_init", "momentum_init", "weight_decay_init"} & set(_suggestions("fds", task, 0, 1)[0])
+    # OHO and HD keep the paper's start
+    assert method_kwargs(METHODS["hd"], task, 0)["config"]["lr_init"] == 0.0
+

@@ -58,6 +58,16 @@ def test_the_hvp_derivative_path_runs_the_same_fds():
     assert hvp[-1]["lr_1"] != cfg["lr_init"] and hvp[-1]["momentum_0"] > 0
 
 
+def test_fds_starts_from_a_black_box_schedule():
+    # the black-box space's keys (SupervisedTrainable's schedule) as FDS's starting values
+    cfg = {k: v for k, v in FDS.items() if k not in ("n_lr_windows", "lr_init")}
+    start = {"lr_0": 0.2, "lr_1": 0.1, "lr_2": 0.02, "momentum": 0.9, "weight_decay": 5e-4}
+    (first,) = run_direct({**cfg, "start": start, "weight_decay_step": 1e-4}, 1)
+    assert [first[f"lr_{i}"] for i in range(3)] == pytest.approx([0.2, 0.1, 0.02])
+    assert "lr_3" not in first and first["momentum_0"] == pytest.approx(0.9)
+    assert first["weight_decay_0"] == pytest.approx(5e-4) and first["val_acc"] > 0.5  # it trained
+
+
 def test_inner_epochs_per_outer_step():
     results = run_direct({**FDS, "inner_epochs": [1, 2], "outer_steps": 3, "lr_init": 0.1,
                           "n_lr_windows": 1}, 3)
@@ -91,6 +101,12 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"dataset": "imagenet"}, "dataset"),
     ({"compile": "yes"}, "compile.*True or False"),
     ({"derivative": "hessian"}, "derivative.*jvp, hvp"),
+    ({"start": {"lr_0": 0.1, "lr_1": 0.1}}, "both give the starting lr"),
+    ({"start": {"lr_0": 0.1}, "lr_init": None}, "1 learning-rate windows.*n_lr_windows.*2"),
+    ({"start": {"lr_0": 0.1, "lr_2": 0.1}, "lr_init": None}, "missing 'lr_1'"),
+    ({"start": {"lr_0": 0.1, "lr_1": 0.1, "momentun": 0.9}, "lr_init": None}, "did you mean 'momentum'"),
+    ({"start": {"lr_0": 0.1, "lr_1": 0.1, "momentum": 1.0}, "lr_init": None}, "momentum"),
+    ({"start": [0.1, 0.1], "lr_init": None}, "start.*must be a dict"),
     ({"lr_inti": 0.1}, "unknown config key 'lr_inti' for FDSTrainable; did you mean 'lr_init'"),
     ({"optimizer": "adam"}, "optimizer.*sgd, adamw.*did you mean 'adamw'"),
     ({"beta1_init": 0.9}, r"config\['beta1_init'\].*another optimizer"),

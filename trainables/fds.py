@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.config import TASK_KEYS, non_negative, positive_int, refuse_unknown_keys
+from trainables.config import TASK_KEYS, SGDSchedule, non_negative, positive_int, refuse_unknown_keys
 from trainables.data import use_compile_cache
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from trainables.registry import did_you_mean
@@ -38,7 +38,7 @@ def _hparam_keys(h):
 
 KEYS = (*TASK_KEYS, "method", "optimizer", "per_layer", "inner_epochs", "outer_steps",
         "outer_optimizer", "clip", "hyper_every", "reset_every", "val_batch_size", "compile",
-        "derivative", *SAFEGUARD_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
+        "derivative", "start", *SAFEGUARD_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,11 @@ class HypergradConfig:
         else:
             epochs = (positive_int(config, "inner_epochs", 1),)
         outer_steps = positive_int(config, "outer_steps", len(epochs) if len(epochs) > 1 else 10)
-        windows = {h: positive_int(config, f"n_{h}_windows", 1) for h in hparams}
+        start = _start(config, optimizer)
+        windows = {h: positive_int(config, f"n_{h}_windows", len(start.get(h, (1,)))) for h in hparams}
+        if "lr" in start and windows["lr"] != len(start["lr"]):
+            raise ValueError(f"config['start'] has {len(start['lr'])} learning-rate windows (lr_0 .. "
+                             f"lr_{len(start['lr']) - 1}) but config['n_lr_windows'] is {windows['lr']}")
         if method != "fds" and any(n != 1 for n in windows.values()):
             raise ValueError(f"config['n_*_windows'] must be 1 for method {method!r}: online methods "
                              f"learn one value per hyperparameter (got {windows})")
@@ -96,6 +100,7 @@ class HypergradConfig:
             lo, hi = BOUNDS[h]
             if init[h] > hi:
                 raise ValueError(f"config['{h}_init'] must be in [{lo}, {hi}], got {init[h]}")
+        init.update(start)
         steps = {h: non_negative(config, f"{h}_step", DEFAULT_STEPS[h]) for h in hparams}
         if not any(steps.values()):
             raise ValueError(f"config[{', '.join(repr(h + '_step') for h in hparams)}] are all 0: "
@@ -119,6 +124,34 @@ class HypergradConfig:
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
                    _flag(config, "compile", False), _choice(config, "derivative", DERIVATIVES, "jvp"),
                    *_safeguard(config, method))
+
+
+START_KEYS = ("momentum", "weight_decay")  # and lr_0 .. lr_{k-1}: SupervisedTrainable's schedule
+
+
+def _start(config, optimizer) -> dict:
+    """``config["start"]``, an SGD schedule in SupervisedTrainable's keys, as starting values:
+    ``{"lr": (one per window), "momentum": (v,), "weight_decay": (v,)}`` ({} without it)."""
+    start = config.get("start")
+    if start is None:
+        return {}
+    if optimizer != "sgd":
+        raise ValueError(f"config['start'] is an SGD schedule (lr_0 .., momentum, weight_decay); "
+                         f"optimizer {optimizer!r} starts from its <h>_init keys")
+    if not isinstance(start, dict):
+        raise ValueError(f"config['start'] must be a dict like {{'lr_0': 0.1, 'momentum': 0.9, "
+                         f"'weight_decay': 5e-4}}, got {start!r}")
+    refuse_unknown_keys(start, START_KEYS, "FDSTrainable's config['start']", patterns=(r"lr_\d+",))
+    for h in ("lr", *START_KEYS):
+        if f"{h}_init" in config:
+            raise ValueError(f"config['start'] and config['{h}_init'] both give the starting {h}: "
+                             f"drop one")
+    schedule = SGDSchedule.from_config(start)
+    if schedule.momentum > BOUNDS["momentum"][1]:
+        raise ValueError(f"config['start']['momentum'] must be <= {BOUNDS['momentum'][1]}, got "
+                         f"{schedule.momentum}")
+    return {"lr": schedule.lrs, "momentum": (schedule.momentum,),
+            "weight_decay": (schedule.weight_decay,)}
 
 
 def _safeguard(config, method):
@@ -181,7 +214,11 @@ class FDSTrainable(ReusableTrainable):
     the length of each inner run, a number or a list with one entry per outer step (the last one
     repeats); for the online methods the length of the run; ``outer_steps`` [len(list) or 10]
     ("fds" only); ``n_lr_windows``, ``n_momentum_windows``, ``n_weight_decay_windows`` [1];
-    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0]; outer step sizes ``lr_step`` [0.1],
+    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0], or ``start``: a schedule in
+    ``SupervisedTrainable``'s keys (``{"lr_0": .., "lr_1": .., "momentum": .., "weight_decay": ..}``,
+    SGD only) to start from, one learning rate per window (``n_lr_windows`` defaults to their
+    number), so a black-box searcher can choose FDS's starting point in the black-box search space;
+    outer step sizes ``lr_step`` [0.1],
     ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0 freezes that hyperparameter);
     ``outer_optimizer`` ["sign" for fds, "sgd" online] | "adam"; ``clip`` [1.0, None = off; not used
     by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
@@ -271,8 +308,11 @@ class FDSTrainable(ReusableTrainable):
         elif "l2" in hc.hparams:
             train_loss = regularised(self.parts.loss_fn, layer_of)
         dtype = next(self.model.parameters()).dtype
-        hparams = {h: torch.full((hc.windows[h],) + ((n_layers,) if hc.per_layer and h in PER_LAYER else ()),
-                                 hc.init[h], dtype=dtype, device=self.device) for h in hc.hparams}
+        hparams = {}
+        for h in hc.hparams:  # one starting value for all windows, or one per window ("start")
+            shape = (hc.windows[h],) + ((n_layers,) if hc.per_layer and h in PER_LAYER else ())
+            value = torch.as_tensor(hc.init[h], dtype=dtype, device=self.device)
+            hparams[h] = value.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
         return {"update": update, "train_loss": train_loss, "hparams": hparams}
 
     def epoch_batches(self):

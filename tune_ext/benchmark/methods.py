@@ -47,10 +47,40 @@ def _gradient(method: str):
 
         from trainables import FDSTrainable
 
-        return {"run_or_experiment": task.runnable(FDSTrainable),
-                "config": {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)},
-                "search_alg": _random_variants(seed), "num_samples": UNLIMITED}
+        config = {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)}
+        starts = fds_starts(task) if method == "fds" else None
+        if starts is None:
+            search_alg = _random_variants(seed)
+        else:  # every concurrent FDS chain from its own point of the space, the paper's first
+            from tune_ext.searchers import RandomSearch
+
+            space, first = starts
+            config = {**_without_inits(config), "start": space}
+            search_alg = RandomSearch(seed=seed, points_to_evaluate=[{"start": first}])
+        return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
+                "search_alg": search_alg, "num_samples": UNLIMITED}
     return build
+
+
+def _without_inits(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in ("lr_init", "momentum_init", "weight_decay_init")}
+
+
+def fds_starts(task: Task):
+    """Where FDS trials start: the task's black-box schedule space (``lr_0 ..``, ``momentum``,
+    ``weight_decay``, as FDSTrainable's ``start``) and the FDS paper's starting point in it (lr and
+    weight decay at the space's lower ends, about 0; momentum 0.5, clipped into its range); None
+    when the task's space does not hold that schedule (its trials then all start at the paper's)."""
+    from ray.tune.search.sample import Domain
+
+    keys = [f"lr_{i}" for i in range(task.n_lr_windows)] + ["momentum", "weight_decay"]
+    if not task.n_lr_windows or any(k not in task.space for k in keys):
+        return None
+    space = {k: task.space[k] for k in keys}
+    paper = {**{f"lr_{i}": 0.0 for i in range(task.n_lr_windows)}, "momentum": 0.5, "weight_decay": 0.0}
+    first = {k: min(max(paper[k], v.lower), v.upper) for k, v in space.items()
+             if isinstance(v, Domain) and hasattr(v, "lower")}
+    return space, first
 
 
 def gradient_config(task: Task, method: str) -> dict:
@@ -60,7 +90,8 @@ def gradient_config(task: Task, method: str) -> dict:
     one weight decay, from inner runs that double up to the whole horizon (1/16, 1/8, 1/4, 1/2,
     then all of it: the paper's cheaper early outer steps; windows are fractions of the run, so
     the schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
-    horizon, learning one value of each hyperparameter online.
+    horizon, learning one value of each hyperparameter online. (The harness's "fds" method then
+    replaces the starting values by a ``start`` per trial, see ``fds_starts``.)
     """
     METHODS[method].check(task)
     cfg = dict(task.gradient_config)
