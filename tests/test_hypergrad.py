@@ -147,6 +147,24 @@ def test_compiled_step_gives_the_same_hypergradients():
     assert torch.allclose(compiled.buffers["1.running_mean"], eager.buffers["1.running_mean"], rtol=1e-12)
 
 
+def test_a_watch_sees_the_validation_loss_so_far_and_can_stop_the_run():
+    from tune_ext.hypergrad import forward_run
+
+    model, (batches, val) = tanh_mlp(norm=True), data(steps=9)
+    seen = []
+    full = forward_run(model, CE, batches, val, HP, watch=lambda t, loss: seen.append((t, loss)),
+                       watch_every=3)
+    assert [t for t, _ in seen] == [3, 6] and full.steps == 9 and not full.stopped
+    # the loss at step 3 is that of the weights after 3 steps (same windows: 3 of 9 steps)
+    part = forward_run(model, CE, batches[:3], val, {n: h[:1] for n, h in HP.items()})
+    assert seen[0][1] == pytest.approx(part.val_loss, rel=1e-12)
+    stopped = forward_run(model, CE, batches, val, HP, watch=lambda t, loss: t == 6, watch_every=3)
+    assert stopped.stopped and stopped.steps == 6 and stopped.hypergrads is None
+    assert stopped.val_loss == pytest.approx(seen[1][1], rel=1e-12)
+    with pytest.raises(ValueError, match="watch_every"):
+        forward_run(model, CE, batches, val, HP, watch=lambda t, loss: False)
+
+
 def test_float32_agrees_with_float64():
     (b64, v64) = data()
     b32 = [(x.float(), y) for x, y in b64]

@@ -89,7 +89,7 @@ class Trainer:
         the loss: ``"jvp"``, ``torch.func.jvp`` of the whole step (forward over reverse: the
         tangent of ``grad(loss)`` is a forward-mode Hessian-vector product); or ``"hvp"``, the
         tangent of the gradient as the gradient (in the weights) of the loss's directional
-        derivative along the tangent (reverse over reverse, ``grad`` of ``grad``; it includes the
+        derivative along the tangent (reverse over reverse: ``vjp`` of ``grad``, including the
         mixed weights/hyperparameter term of a training loss with hyperparameters), then ``jvp`` of
         the update alone. Which is cheaper depends on the model and device
         (``scripts/fds_step_cost.py`` times both).
