@@ -19,7 +19,7 @@ UNLIMITED = 100_000
 class Method:
     name: str
     kind: str  # "black-box" or "gradient"
-    family: str  # "full-budget", "multi-fidelity", "gradient" or "ray" (the plots' panels)
+    family: str  # "full-budget", "multi-fidelity", "gradient", "hybrid" or "ray" (the plots' panels)
     description: str
     build: Callable[[Task, int], dict]
 
@@ -29,6 +29,10 @@ class Method:
             raise ValueError(f"method {self.name!r} learns an SGD schedule with FDSTrainable and "
                              f"needs a task with a gradient_config (the built-in tasks have one); "
                              f"task {task.name!r} has none")
+        if self.family == "hybrid" and fds_starts(task) is None:
+            raise ValueError(f"method {self.name!r} searches FDS's starting schedule in the task's "
+                             f"space, which needs lr_0 .. lr_{{k-1}}, momentum and weight_decay "
+                             f"(as sgd_task makes it); task {task.name!r} has no such space")
 
 
 def _black_box(search_alg=None, scheduler=None):
@@ -83,6 +87,32 @@ def fds_starts(task: Task):
     return space, first
 
 
+def _hybrid(search_alg):
+    """A black-box searcher and our ASHA choose what gradients cannot — the task's
+    ``extra_space`` (model width, batch size: non-differentiable) and FDS's starting schedule —
+    while every trial learns its schedule with FDS (one outer step per ``training_iteration``)."""
+    def build(task: Task, seed: int) -> dict:
+        from tune_ext.schedulers import ASHAScheduler
+        from trainables import FDSTrainable
+
+        space, first = fds_starts(task)
+        fds = gradient_config(task, "fds")
+        max_t = hybrid_max_t(task)
+        config = {**_without_inits(fds), "outer_steps": max_t, "start": space,
+                  **(task.extra_space or {}), "seed": seed}
+        return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
+                "search_alg": search_alg(seed, points_to_evaluate=[{"start": first}]),
+                "scheduler": ASHAScheduler(max_t=max_t, reduction_factor=3, variant="promotion"),
+                "num_samples": UNLIMITED}
+    return build
+
+
+def hybrid_max_t(task: Task) -> int:
+    """Outer steps of a hybrid trial: FDS's horizon ladder, then two more full-horizon steps
+    (ASHA's rungs, with eta 3, fall after the 1st and 3rd: after the shortest inner runs)."""
+    return len(gradient_config(task, "fds")["inner_epochs"]) + 2
+
+
 def gradient_config(task: Task, method: str) -> dict:
     """FDSTrainable config for ``task``, from lr = 0 and weight decay = 0 as in the FDS paper.
 
@@ -112,14 +142,14 @@ def _random_variants(seed):
 
 
 # --- ours --------------------------------------------------------------------------------------
-def _ours_random(seed):
+def _ours_random(seed, **kwargs):
     from tune_ext.searchers import RandomSearch
-    return RandomSearch(seed=seed)
+    return RandomSearch(seed=seed, **kwargs)
 
 
-def _ours_tpe(seed):
+def _ours_tpe(seed, **kwargs):
     from tune_ext.searchers import TPESearch
-    return TPESearch(seed=seed)
+    return TPESearch(seed=seed, **kwargs)
 
 
 def _ours_cmaes(seed):
@@ -186,6 +216,8 @@ METHODS = {m.name: m for m in [
            _gradient("fds")),
     Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
     Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
+    Method("asha-fds", "gradient", "hybrid", "ASHAScheduler + TPESearch over width, batch size and "
+           "FDS's start; FDS learns each trial's schedule", _hybrid(_ours_tpe)),
     Method("ray-asha", "black-box", "ray", "Ray's ASHAScheduler + Ray's random variants",
            _black_box(_random_variants, _ray_asha)),
     Method("ray-bohb", "black-box", "ray", "Ray's HyperBandForBOHB + TuneBOHB",
