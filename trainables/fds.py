@@ -218,8 +218,8 @@ class FDSTrainable(ReusableTrainable):
     ``SupervisedTrainable``'s keys (``{"lr_0": .., "lr_1": .., "momentum": .., "weight_decay": ..}``,
     SGD only) to start from, one learning rate per window (``n_lr_windows`` defaults to their
     number), so a black-box searcher can choose FDS's starting point in the black-box search space;
-    outer step sizes ``lr_step`` [0.1],
-    ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0 freezes that hyperparameter);
+    outer step sizes ``lr_step`` [0.1], ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0
+    freezes that hyperparameter);
     ``outer_optimizer`` ["sign" for fds, "sgd" online] | "adam"; ``clip`` [1.0, None = off; not used
     by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
     influence every tau steps; 1 is the greedy limit); ``val_batch_size`` [batch_size] (OHO);
