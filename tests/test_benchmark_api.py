@@ -82,3 +82,21 @@ def test_a_task_from_your_own_model_and_data_runs_black_box_and_gradient_methods
     # accuracy against a reference of 1.0: the regret is the incumbent's test error
     asha = summary["methods"]["asha"]
     assert asha["final_regret"] is not None and 0.0 <= asha["final_regret"] < 0.6
+
+
+@pytest.mark.slow
+def test_the_hybrid_method_runs_end_to_end_in_quick_mode(ray_local, tmp_path, capsys):
+    import math
+
+    from tune_ext.benchmark import cli
+
+    # quick mode (digits); a longer budget than --quick's 30 s: a loaded machine can take 20 s
+    # to start a trial's worker process
+    cli.main(["--quick", "--methods", "asha-fds", "--budget-s", "45", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "task digits" in out and "asha-fds" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    m = summary["methods"]["asha-fds"]
+    assert m["family"] == "hybrid" and m["errored_trials"] == 0 and m["trials"] >= 2, m
+    assert m["final_regret"] is not None and math.isfinite(m["final_regret"]) and m["results"] >= 2
+    assert m["final_regret"] < 0.5  # test accuracy far above chance (0.1): the FDS trials trained

@@ -195,8 +195,9 @@ def test_registry_and_tasks_validate_names():
     with pytest.raises(ValueError, match="valid tasks: mnist1d, digits, cifar10"):
         get_task("imagenet")
     assert {"random", "tpe", "cmaes", "hyperband", "bohb", "asha", "asha-tpe", "adaptive-asha",
-            "fds", "oho", "hd", "ray-asha", "ray-bohb", "ray-optuna"} <= set(METHODS)
-    assert {m.family for m in METHODS.values()} == {"full-budget", "multi-fidelity", "gradient", "ray"}
+            "fds", "oho", "hd", "asha-fds", "ray-asha", "ray-bohb", "ray-optuna"} <= set(METHODS)
+    assert {m.family for m in METHODS.values()} == {"full-budget", "multi-fidelity", "gradient",
+                                                    "hybrid", "ray"}
     space = get_task("mnist1d").search_space()
     assert {"lr_0", "lr_1", "lr_2", "momentum", "weight_decay"} <= set(space)
     assert space["dataset"] == "mnist1d" and space["model"] == "cnn1d" and space["epochs"] == 20
@@ -292,3 +293,46 @@ def test_cnn1d_has_the_specified_shape():
     assert model(torch.zeros(3, 1, 40)).shape == (3, 10)
     with pytest.raises(ValueError, match="cnn1d.*signal"):
         build_model("cnn1d", (1, 8, 8), 10)
+
+
+def _suggestions(method, task, seed, n):
+    kwargs = method_kwargs(METHODS[method], task, seed)
+    alg = kwargs["search_alg"]
+    assert alg.set_search_properties(task.metric, task.mode, kwargs["config"])
+    return [alg.suggest(f"t{i}") for i in range(n)]
+
+
+def test_concurrent_fds_trials_start_from_different_points_of_the_space():
+    task = get_task("mnist1d")
+    starts = [c["start"] for c in _suggestions("fds", task, 0, 4)]
+    # the paper's start first (lr, weight decay at the space's lower ends), then spread points
+    assert starts[0] == {"lr_0": 1e-3, "lr_1": 1e-3, "lr_2": 1e-3, "momentum": 0.5, "weight_decay": 1e-6}
+    for key in ("lr_0", "lr_1", "lr_2", "momentum", "weight_decay"):
+        values = [s[key] for s in starts]
+        assert len(set(values)) == 4, key  # every trial starts elsewhere in every coordinate
+        domain = task.space[key]
+        assert all(domain.lower <= v <= domain.upper for v in values)
+    assert [c["start"] for c in _suggestions("fds", task, 0, 4)] == starts    # the run seed fixes them
+    assert [c["start"] for c in _suggestions("fds", task, 1, 4)][1:] != starts[1:]
+    # and FDSTrainable takes them: no starting-value keys of its own next to "start"
+    assert not {"lr_init", "momentum_init", "weight_decay_init"} & set(_suggestions("fds", task, 0, 1)[0])
+    # OHO and HD keep the paper's start
+    assert method_kwargs(METHODS["hd"], task, 0)["config"]["lr_init"] == 0.0
+
+
+def test_the_hybrid_searches_width_batch_size_and_fds_start_under_asha():
+    from tune_ext.benchmark.methods import hybrid_max_t
+    from tune_ext.schedulers import ASHAScheduler
+
+    task = get_task("mnist1d")
+    kwargs = method_kwargs(METHODS["asha-fds"], task, 0)
+    assert isinstance(kwargs["scheduler"], ASHAScheduler)
+    assert hybrid_max_t(task) == 7 and kwargs["config"]["outer_steps"] == 7
+    configs = _suggestions("asha-fds", task, 0, 6)
+    assert {c["model_kwargs"]["channels"] for c in configs} <= {16, 32, 64}
+    assert len({c["batch_size"] for c in configs}) > 1 and len({c["model_kwargs"]["channels"] for c in configs}) > 1
+    assert len({c["start"]["lr_0"] for c in configs}) == 6 and configs[0]["start"]["momentum"] == 0.5
+    assert all(c["method"] == "fds" and c["inner_epochs"] == [1, 2, 5, 10, 20] for c in configs)
+    with pytest.raises(ValueError, match="needs a task with a gradient_config"):
+        import user_task
+        METHODS["asha-fds"].check(get_task("user_task:task"))

@@ -35,17 +35,37 @@ def test_fds_learns_a_learning_rate_schedule_from_zero_on_digits():
     assert last["inner_steps"] == 11 and last["skipped_updates"] == 0
 
 
-@pytest.mark.parametrize("method", ["fds", "oho"])
+@pytest.mark.parametrize("method", ["oho"])  # fds: test_compiled_fds_from_the_shared_cache_equals_eager
 def test_compiled_trainable_follows_the_eager_one(method):
     cfg = {**FDS, "method": method, "n_lr_windows": 1, "lr_init": 0.05, "momentum_step": 0.05,
            "lr_step": 0.1 if method == "fds" else 0.01, "outer_steps": 2, "inner_epochs": 2,
-           "hyper_every": 3}
+           "hyper_every": 3, "batch_size": 259}  # 5 x 259 = 1295: one batch shape, one compilation
     eager, compiled = run_direct(cfg, 2), run_direct({**cfg, "compile": True}, 2)
     for e, c in zip(eager, compiled):  # float32: the fused kernels round differently
         assert c["lr_0"] == pytest.approx(e["lr_0"], rel=1e-4)
         assert c["momentum_0"] == pytest.approx(e["momentum_0"], rel=1e-4, abs=1e-6)
         assert c["val_loss"] == pytest.approx(e["val_loss"], rel=1e-3)
     assert compiled[-1]["momentum_0"] > 0 and compiled[-1]["lr_0"] != cfg["lr_init"]
+
+
+def test_the_hvp_derivative_path_runs_the_same_fds():
+    cfg = {**FDS, "n_lr_windows": 2, "lr_init": 0.05, "momentum_step": 0.05, "weight_decay_step": 1e-4,
+           "outer_steps": 2, "batch_size": 256}
+    jvp, hvp = run_direct(cfg, 2), run_direct({**cfg, "derivative": "hvp"}, 2)
+    for a, b in zip(jvp, hvp):  # float32: the two paths sum in different orders
+        for key in ("lr_0", "lr_1", "momentum_0", "weight_decay_0", "val_loss", "hypergrad_norm_lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+    assert hvp[-1]["lr_1"] != cfg["lr_init"] and hvp[-1]["momentum_0"] > 0
+
+
+def test_fds_starts_from_a_black_box_schedule():
+    # the black-box space's keys (SupervisedTrainable's schedule) as FDS's starting values
+    cfg = {k: v for k, v in FDS.items() if k not in ("n_lr_windows", "lr_init")}
+    start = {"lr_0": 0.2, "lr_1": 0.1, "lr_2": 0.02, "momentum": 0.9, "weight_decay": 5e-4}
+    (first,) = run_direct({**cfg, "start": start, "weight_decay_step": 1e-4}, 1)
+    assert [first[f"lr_{i}"] for i in range(3)] == pytest.approx([0.2, 0.1, 0.02])
+    assert "lr_3" not in first and first["momentum_0"] == pytest.approx(0.9)
+    assert first["weight_decay_0"] == pytest.approx(5e-4) and first["val_acc"] > 0.5  # it trained
 
 
 def test_inner_epochs_per_outer_step():
@@ -80,6 +100,13 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"lr_step": 0.0}, "lr_step.*all 0"),
     ({"dataset": "imagenet"}, "dataset"),
     ({"compile": "yes"}, "compile.*True or False"),
+    ({"derivative": "hessian"}, "derivative.*jvp, hvp"),
+    ({"start": {"lr_0": 0.1, "lr_1": 0.1}}, "both give the starting lr"),
+    ({"start": {"lr_0": 0.1}, "lr_init": None}, "1 learning-rate windows.*n_lr_windows.*2"),
+    ({"start": {"lr_0": 0.1, "lr_2": 0.1}, "lr_init": None}, "missing 'lr_1'"),
+    ({"start": {"lr_0": 0.1, "lr_1": 0.1, "momentun": 0.9}, "lr_init": None}, "did you mean 'momentum'"),
+    ({"start": {"lr_0": 0.1, "lr_1": 0.1, "momentum": 1.0}, "lr_init": None}, "momentum"),
+    ({"start": [0.1, 0.1], "lr_init": None}, "start.*must be a dict"),
     ({"lr_inti": 0.1}, "unknown config key 'lr_inti' for FDSTrainable; did you mean 'lr_init'"),
     ({"optimizer": "adam"}, "optimizer.*sgd, adamw.*did you mean 'adamw'"),
     ({"beta1_init": 0.9}, r"config\['beta1_init'\].*another optimizer"),
@@ -90,6 +117,11 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"reset_every": 3}, "reset_every.*OHO"),
     ({"method": "oho", "n_lr_windows": 1, "reset_every": 0}, "reset_every"),
     ({"model": "lenet5"}, "did you mean 'lenet'"),
+    ({"backtrack": "yes"}, "backtrack.*True or False"),
+    ({"collapse_ratio": 1.0}, "collapse_ratio.*> 1"),
+    ({"backtrack_shrink": 1.0}, r"backtrack_shrink.*\(0, 1\)"),
+    ({"backtrack_shrinc": 0.5}, "did you mean 'backtrack_shrink'"),
+    ({"method": "oho", "n_lr_windows": 1, "collapse_ratio": 3.0}, "FDS's safeguard"),
 ])
 def test_bad_config_names_the_key(bad, match):
     config = {k: v for k, v in {**FDS, **bad}.items() if v is not None}  # None: drop the key
@@ -98,10 +130,41 @@ def test_bad_config_names_the_key(bad, match):
 
 
 def test_diverged_run_reports_and_skips_its_nonfinite_hypergradient():
-    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 2.0 ** 100, "outer_steps": 2}
+    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 2.0 ** 100, "outer_steps": 2,
+           "backtrack": False}
     first, second = run_direct(cfg, 2)
     assert first["hypergrad_nonfinite"] >= 1 and first["skipped_updates"] == 1
     assert second["lr_0"] == first["lr_0"] == 2.0 ** 100  # the update was not applied
+    assert first["n_backtracks"] == 0 and first["inner_lost"] is None and not first["done"]
+
+
+def test_a_diverging_first_run_has_nothing_to_go_back_to_and_ends_the_trial():
+    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 2.0 ** 100, "inner_epochs": 3}
+    (first,) = run_direct(cfg, 1)
+    assert first["inner_lost"] == "diverged" and first["done"] and first["n_backtracks"] == 0
+    assert first["inner_steps"] == 6  # stopped after its first epoch of 6 steps, not 18
+
+
+def test_a_scripted_divergence_is_cut_short_reverted_to_the_best_and_counted(tmp_path):
+    # outer step 1 (lr 0.05) completes; its hypergradient says "more", and a huge outer step
+    # (lr += 1e30) makes run 2 diverge in its first epoch
+    cfg = {**FDS, "batch_size": 256, "n_lr_windows": 1, "lr_init": 0.05, "lr_step": 1e30,
+           "inner_epochs": 3, "outer_steps": 4}
+    results = run_direct(cfg, 4)
+    first, lost, back, again = results
+    assert first["inner_lost"] is None and first["inner_steps"] == 18 and first["n_backtracks"] == 0
+    assert lost["lr_0"] == pytest.approx(1e30)
+    assert lost["inner_lost"] == "diverged" and lost["inner_steps"] == 6  # 1 epoch of 3
+    assert lost["n_backtracks"] == 1 and not lost["done"] and "hypergrad_norm_lr" not in lost
+    # back to the best hyperparameters, whose run completes again
+    assert back["lr_0"] == first["lr_0"] and back["inner_lost"] is None and back["inner_steps"] == 18
+    # ... and lr's outer step was halved: the next move is 5e29, not 1e30
+    assert again["lr_0"] == pytest.approx(5e29)
+    assert again["inner_lost"] == "diverged" and again["n_backtracks"] == 2
+    # a restore in the middle continues the same backtracking (best run, count, shrunk steps)
+    resumed = run_direct(cfg, 4, checkpoint_at=2, tmp_path=tmp_path)
+    keys = ("lr_0", "inner_steps", "n_backtracks", "inner_lost", "val_acc")  # val_loss: NaN
+    assert [{k: r[k] for k in keys} for r in resumed[2:]] == [{k: r[k] for k in keys} for r in results[2:]]
 
 
 @pytest.mark.parametrize("method", ["fds", "oho"])
@@ -139,3 +202,48 @@ def test_adamw_per_layer_and_loss_hyperparameters_are_learned_and_restored(metho
     keys = ("val_loss", "lr_0", "lr_1", "beta1_0", "l2_1", "label_smoothing_0")
     resumed = run_direct(cfg, 3, checkpoint_at=2, tmp_path=tmp_path)
     assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in straight]
+
+
+COMPILED_RUN = """
+import json, sys
+import torch
+from torch._dynamo.utils import counters
+from trainables import FDSTrainable
+t = FDSTrainable(config=json.loads(sys.argv[1]))
+out = [t.train() for _ in range(2)]
+print(json.dumps({"results": [{k: r[k] for k in ("lr_0", "momentum_0", "val_loss")} for r in out],
+                  "hits": counters["inductor"]["fxgraph_cache_hit"],
+                  "misses": counters["inductor"]["fxgraph_cache_miss"]}))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_fds_from_the_shared_cache_equals_eager(tmp_path):
+    # two trial processes of one machine: the first compiles into $TUNE_EXT_CACHE/torchinductor,
+    # the second loads every kernel from there and computes the same run as eager FDS
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg = {**FDS, "n_lr_windows": 1, "lr_init": 0.05, "momentum_step": 0.05, "outer_steps": 2,
+           "batch_size": 259}  # one batch shape: one graph to compile
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env.update(TUNE_EXT_CACHE=str(tmp_path), PYTHONPATH=os.pathsep.join(sys.path))
+
+    def process():
+        out = subprocess.run([sys.executable, "-c", COMPILED_RUN, json.dumps({**cfg, "compile": True})],
+                             env=env, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second = process(), process()
+    assert first["misses"] == 1 and first["hits"] == 0
+    assert second["hits"] == 1 and second["misses"] == 0  # nothing compiled again
+    assert os.listdir(tmp_path / "torchinductor")
+    assert second["results"] == first["results"]  # the same kernels
+    eager = run_direct(cfg, 2)
+    for e, c in zip(eager, second["results"]):  # float32: the fused kernels round differently
+        assert c["lr_0"] == pytest.approx(e["lr_0"], rel=1e-4)
+        assert c["momentum_0"] == pytest.approx(e["momentum_0"], rel=1e-4, abs=1e-6)
+        assert c["val_loss"] == pytest.approx(e["val_loss"], rel=1e-3)

@@ -34,10 +34,12 @@ def assert_close(a, b, rtol=1e-8):
         assert (a[k] - b[k]).abs().max() / scale < rtol, (k, a[k], b[k])
 
 
+@pytest.mark.parametrize("derivative", ["jvp", "hvp"])
 @pytest.mark.parametrize("batched", [True, False])
-def test_forward_equals_reverse_for_lr_momentum_and_weight_decay_windows(batched):
+def test_forward_equals_reverse_for_lr_momentum_and_weight_decay_windows(batched, derivative):
     model, (batches, val) = tanh_mlp(), data()
-    fwd = hypergradient(model, CE, batches, val, HP, mode="forward", batched=batched)
+    fwd = hypergradient(model, CE, batches, val, HP, mode="forward", batched=batched,
+                        derivative=derivative)
     rev = hypergradient(model, CE, batches, val, HP, mode="reverse")
     assert {k: v.shape for k, v in fwd.items()} == {k: v.shape for k, v in HP.items()}
     assert all(v.abs().min() > 0 for v in rev.values())  # every window influences the loss
@@ -113,6 +115,10 @@ def test_batchnorm_running_statistics_follow_torch_and_are_not_differentiated():
     run = forward_run(model, CE, batches, val, HP)
     rev = hypergradient(model, CE, batches, val, HP, mode="reverse")
     assert_close(run.hypergrads, rev)
+    hvp = forward_run(model, CE, batches, val, HP, derivative="hvp")  # batch statistics, twice differentiated
+    assert_close(hvp.hypergrads, rev)
+    assert_close(hvp.hypergrads, run.hypergrads, rtol=1e-10)
+    assert torch.allclose(hvp.buffers["1.running_mean"], run.buffers["1.running_mean"], rtol=1e-12)
     # the model itself is untouched; the run's buffers are those of torch's own SGD loop
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     loss, trained = sgd_val_loss(model, batches, val, HP["lr"], HP["momentum"], HP["weight_decay"])
@@ -141,6 +147,24 @@ def test_compiled_step_gives_the_same_hypergradients():
     assert torch.allclose(compiled.buffers["1.running_mean"], eager.buffers["1.running_mean"], rtol=1e-12)
 
 
+def test_a_watch_sees_the_validation_loss_so_far_and_can_stop_the_run():
+    from tune_ext.hypergrad import forward_run
+
+    model, (batches, val) = tanh_mlp(norm=True), data(steps=9)
+    seen = []
+    full = forward_run(model, CE, batches, val, HP, watch=lambda t, loss: seen.append((t, loss)),
+                       watch_every=3)
+    assert [t for t, _ in seen] == [3, 6] and full.steps == 9 and not full.stopped
+    # the loss at step 3 is that of the weights after 3 steps (same windows: 3 of 9 steps)
+    part = forward_run(model, CE, batches[:3], val, {n: h[:1] for n, h in HP.items()})
+    assert seen[0][1] == pytest.approx(part.val_loss, rel=1e-12)
+    stopped = forward_run(model, CE, batches, val, HP, watch=lambda t, loss: t == 6, watch_every=3)
+    assert stopped.stopped and stopped.steps == 6 and stopped.hypergrads is None
+    assert stopped.val_loss == pytest.approx(seen[1][1], rel=1e-12)
+    with pytest.raises(ValueError, match="watch_every"):
+        forward_run(model, CE, batches, val, HP, watch=lambda t, loss: False)
+
+
 def test_float32_agrees_with_float64():
     (b64, v64) = data()
     b32 = [(x.float(), y) for x, y in b64]
@@ -152,6 +176,7 @@ def test_float32_agrees_with_float64():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"mode": "backward"}, "mode must be one of forward, reverse"),
+    ({"derivative": "hessian"}, "derivative must be one of jvp, hvp"),
     ({"hparams": {"lr": torch.tensor(0.1)}}, r"hparams\['lr'\].*window"),
     ({"hparams": {}}, "at least one hyperparameter"),
     ({"train_batches": iter([])}, "sequence with len"),

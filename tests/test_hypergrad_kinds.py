@@ -94,6 +94,10 @@ def check(hp, update, train_loss=None, optimizer="sgd", steps=6):
     assert {k: v.shape for k, v in fwd.items()} == {k: v.shape for k, v in hp.items()}
     assert all(v.abs().min() > 0 for v in rev.values())  # every entry influences the loss
     assert_close(fwd, rev)
+    # the reverse-over-reverse path: the same numbers (the loss's hyperparameters included)
+    hvp = hypergradient(model, CE, batches, val, hp, update=update, train_loss=train_loss,
+                        derivative="hvp")
+    assert_close(hvp, rev)
     fd = central_differences(lambda moved: torch_loop(model, batches, val, moved, optimizer), hp)
     assert_close(fwd, fd, rtol=1e-6)
     return fwd
@@ -174,7 +178,12 @@ def test_a_loss_torch_cannot_differentiate_in_forward_mode_is_explained():
     batch = (torch.randn(8, 3, dtype=D), torch.randn(8, 1, dtype=D))
     with pytest.raises(RuntimeError, match=r"elementwise operations.*\(out - y\) \*\* 2"):
         hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
+    # the reverse-over-reverse path never takes a forward-mode derivative of the loss
+    hvp = hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch,
+                        {"lr": torch.tensor([0.1])}, derivative="hvp")
     elementwise = lambda out, y: ((out - y) ** 2).mean()  # noqa: E731
+    assert_close(hvp, hypergradient(model, elementwise, [batch] * 2, batch,
+                                    {"lr": torch.tensor([0.1])}, mode="reverse"))
     fwd = hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
     assert_close(fwd, hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
                                     mode="reverse"))

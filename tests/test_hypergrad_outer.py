@@ -71,3 +71,77 @@ def test_state_round_trips():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("cls", [SignDescent, ClippedSGD, ClippedAdam])
+def test_shrink_scales_only_the_marked_entries_moves(cls):
+    a, b = cls({"lr": 0.1}), cls({"lr": 0.1})
+    b.shrink({"lr": torch.tensor([True, False])}, 0.5)
+    b.shrink({"lr": torch.tensor([True, False])}, 0.5)
+    h = {"lr": torch.tensor([1.0, 1.0], dtype=torch.float64)}
+    g = {"lr": torch.tensor([2.0, -3.0], dtype=torch.float64)}
+    (ha, _), (hb, _) = a.step(h, g), b.step(h, g)
+    assert hb["lr"].dtype == torch.float64
+    assert (hb["lr"][0] - 1.0).item() == pytest.approx((ha["lr"][0] - 1.0).item() / 4, abs=1e-15)
+    assert hb["lr"][1].item() == ha["lr"][1].item()
+    c = cls({"lr": 0.1})
+    c.load_state_dict(b.state_dict())  # the shrunk step sizes survive a restore
+    assert torch.equal(c.step(h, g)[0]["lr"], b.step(h, g)[0]["lr"])
+
+
+def run(guard, hparams, checks, final=None):
+    """One inner run under ``guard``: ``checks`` = [(fraction, val loss)], then the final loss."""
+    watch = guard.begin(hparams)
+    for fraction, loss in checks:
+        if watch(fraction, loss):
+            return guard.reason
+    return guard.finish(final)
+
+
+def test_safeguard_compares_with_the_best_run_at_the_same_fraction_of_the_run():
+    from tune_ext.hypergrad.safeguard import Safeguard
+
+    guard = Safeguard(collapse_ratio=2.0)
+    lr = lambda v: {"lr": torch.tensor([v])}
+    # the first run may be bad: nothing to compare with, only divergence would count
+    assert run(guard, lr(0.1), [(0.5, 9.0)], final=5.0) is None and guard.best["val_loss"] == 5.0
+    assert run(guard, lr(0.2), [(0.5, 1.0)], final=0.5) is None  # the best run now
+    # a run with 4 checks: at 0.25 no reference point of the best run exists yet; at 0.5 the
+    # best run had 1.0, so 1.9 is within 2x and 2.1 is not
+    assert run(guard, lr(0.3), [(0.25, 50.0), (0.5, 1.9), (0.75, 1.0)], final=0.9) is None
+    assert run(guard, lr(0.3), [(0.25, 50.0), (0.75, 2.1)], final=0.9) == "collapsed"
+    assert run(guard, lr(0.3), [], final=1.01) == "collapsed"  # its end against the best's end
+    assert run(guard, lr(0.3), [(0.25, float("nan"))]) == "diverged"
+    assert run(guard, lr(0.3), [(0.25, float("inf"))]) == "diverged"
+    # the best hyperparameters themselves are compared with nothing but finiteness
+    assert run(guard, lr(0.2), [(0.5, 30.0)], final=3.0) is None
+    assert guard.best["hparams"]["lr"].item() == pytest.approx(0.2) and guard.best["val_loss"] == 0.5
+    off = Safeguard(collapse_ratio=None)
+    run(off, lr(0.2), [], final=0.5)
+    assert run(off, lr(0.3), [(0.5, 1e9)], final=1e9) is None
+    assert run(off, lr(0.3), [(0.5, float("nan"))]) == "diverged"
+
+
+def test_safeguard_backtracks_to_the_best_and_shrinks_the_entries_that_moved():
+    from tune_ext.hypergrad.safeguard import Safeguard
+
+    guard, outer = Safeguard(shrink=0.25), SignDescent({"lr": 0.1, "momentum": 0.1})
+    best = {"lr": torch.tensor([0.1, 0.2]), "momentum": torch.tensor([0.5])}
+    assert run(guard, best, [(float("nan"), float("nan"))]) == "diverged"
+    assert guard.backtrack(outer) is None  # no completed run: nothing to go back to
+    assert run(guard, best, [], final=0.4) is None
+    lost = {"lr": torch.tensor([0.1, 0.9]), "momentum": torch.tensor([0.5])}
+    assert run(guard, lost, [(0.5, float("nan"))]) == "diverged"
+    back = guard.backtrack(outer)
+    assert torch.equal(back["lr"], best["lr"]) and torch.equal(back["momentum"], best["momentum"])
+    assert guard.backtracks == 1
+    assert outer.state["lr"]["scale"].tolist() == [1.0, 0.25] and "momentum" not in outer.state
+    # a lost run with the best hyperparameters themselves: nothing to go back to either
+    assert run(guard, best, [(0.5, float("nan"))]) == "diverged" and guard.backtrack(outer) is None
+    restored = Safeguard(shrink=0.25)
+    restored.load_state_dict(guard.state_dict())
+    assert restored.backtracks == 1 and restored.best["val_loss"] == 0.4
+    with pytest.raises(ValueError, match="version"):
+        restored.load_state_dict({**guard.state_dict(), "version": 0})
+    with pytest.raises(ValueError, match="collapse_ratio"):
+        Safeguard(collapse_ratio=1.0)

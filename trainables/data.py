@@ -206,6 +206,30 @@ def _digits_arrays():
 MNIST1D_CACHE_VERSION = 1
 
 
+def tune_ext_cache_dir(*parts: str) -> str:
+    """tune-ext's cache folder, ``$TUNE_EXT_CACHE`` (else ``~/.cache/tune-ext``), joined with
+    ``parts``: generated data and compiled kernels that every process on the machine shares."""
+    root = os.environ.get("TUNE_EXT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tune-ext")
+    return os.path.join(root, *parts)
+
+
+def use_compile_cache() -> str:
+    """Point ``torch.compile``'s on-disk caches at ``<tune-ext cache>/torchinductor`` and return it.
+
+    TorchInductor keeps its compiled FX graphs and AOTAutograd entries under
+    ``TORCHINDUCTOR_CACHE_DIR``; with every trial process of a node pointing there, the first one
+    compiles and the others load what it wrote (a new graph shape still compiles once). A
+    ``TORCHINDUCTOR_CACHE_DIR`` the user set is kept; torch's own default (a folder under /tmp,
+    which torch writes into the variable as soon as anything imports ``torch._dynamo``) is not.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tune_ext_cache_dir("torchinductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
 def mnist1d_arrays(cache_dir: str | None = None):
     """MNIST-1D's (x_train, y_train, x_test, y_test) as the package generates them, (N, 1, 40).
 
@@ -217,8 +241,7 @@ def mnist1d_arrays(cache_dir: str | None = None):
     importing matplotlib and scipy) for seconds; the file is written atomically, so concurrent
     trials never read half of it.
     """
-    cache_dir = cache_dir or os.environ.get("TUNE_EXT_CACHE",
-                                            os.path.join(os.path.expanduser("~"), ".cache", "tune-ext"))
+    cache_dir = cache_dir or tune_ext_cache_dir()
     path = os.path.join(cache_dir, f"mnist1d-v{MNIST1D_CACHE_VERSION}.npz")
     try:
         with np.load(path) as f:

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.config import TASK_KEYS, non_negative, positive_int, refuse_unknown_keys
+from trainables.config import TASK_KEYS, SGDSchedule, non_negative, positive_int, refuse_unknown_keys
+from trainables.data import use_compile_cache
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from trainables.registry import did_you_mean
-from tune_ext.hypergrad.engine import forward_run
+from tune_ext.hypergrad.engine import DERIVATIVES, forward_run
 from tune_ext.hypergrad.losses import regularised, regularised_cross_entropy
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import BOUNDS, OPTIMIZERS, make_outer
+from tune_ext.hypergrad.safeguard import Safeguard
 from tune_ext.hypergrad.updates import SGD, AdamW, layers_of
 
 METHODS = ("fds", "oho", "hd")
@@ -27,13 +29,16 @@ DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "beta1": 0.05, "weight_decay": 1e-4
                  "label_smoothing": 0.02}
 
 
+SAFEGUARD_KEYS = ("backtrack", "collapse_ratio", "backtrack_shrink")  # FDS only
+
+
 def _hparam_keys(h):
     return (f"n_{h}_windows", f"{h}_init", f"{h}_step")
 
 
 KEYS = (*TASK_KEYS, "method", "optimizer", "per_layer", "inner_epochs", "outer_steps",
         "outer_optimizer", "clip", "hyper_every", "reset_every", "val_batch_size", "compile",
-        *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
+        "derivative", "start", *SAFEGUARD_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,10 @@ class HypergradConfig:
     reset_every: int | None
     val_batch_size: int | None
     compile: bool
+    derivative: str = "jvp"
+    backtrack: bool = False
+    collapse_ratio: float | None = None
+    backtrack_shrink: float = 0.5
 
     @classmethod
     def from_config(cls, config: dict) -> "HypergradConfig":
@@ -78,7 +87,11 @@ class HypergradConfig:
         else:
             epochs = (positive_int(config, "inner_epochs", 1),)
         outer_steps = positive_int(config, "outer_steps", len(epochs) if len(epochs) > 1 else 10)
-        windows = {h: positive_int(config, f"n_{h}_windows", 1) for h in hparams}
+        start = _start(config, optimizer)
+        windows = {h: positive_int(config, f"n_{h}_windows", len(start.get(h, (1,)))) for h in hparams}
+        if "lr" in start and windows["lr"] != len(start["lr"]):
+            raise ValueError(f"config['start'] has {len(start['lr'])} learning-rate windows (lr_0 .. "
+                             f"lr_{len(start['lr']) - 1}) but config['n_lr_windows'] is {windows['lr']}")
         if method != "fds" and any(n != 1 for n in windows.values()):
             raise ValueError(f"config['n_*_windows'] must be 1 for method {method!r}: online methods "
                              f"learn one value per hyperparameter (got {windows})")
@@ -87,6 +100,7 @@ class HypergradConfig:
             lo, hi = BOUNDS[h]
             if init[h] > hi:
                 raise ValueError(f"config['{h}_init'] must be in [{lo}, {hi}], got {init[h]}")
+        init.update(start)
         steps = {h: non_negative(config, f"{h}_step", DEFAULT_STEPS[h]) for h in hparams}
         if not any(steps.values()):
             raise ValueError(f"config[{', '.join(repr(h + '_step') for h in hparams)}] are all 0: "
@@ -108,7 +122,55 @@ class HypergradConfig:
             reset_every = positive_int(config, "reset_every")
         return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
-                   _flag(config, "compile", False))
+                   _flag(config, "compile", False), _choice(config, "derivative", DERIVATIVES, "jvp"),
+                   *_safeguard(config, method))
+
+
+START_KEYS = ("momentum", "weight_decay")  # and lr_0 .. lr_{k-1}: SupervisedTrainable's schedule
+
+
+def _start(config, optimizer) -> dict:
+    """``config["start"]``, an SGD schedule in SupervisedTrainable's keys, as starting values:
+    ``{"lr": (one per window), "momentum": (v,), "weight_decay": (v,)}`` ({} without it)."""
+    start = config.get("start")
+    if start is None:
+        return {}
+    if optimizer != "sgd":
+        raise ValueError(f"config['start'] is an SGD schedule (lr_0 .., momentum, weight_decay); "
+                         f"optimizer {optimizer!r} starts from its <h>_init keys")
+    if not isinstance(start, dict):
+        raise ValueError(f"config['start'] must be a dict like {{'lr_0': 0.1, 'momentum': 0.9, "
+                         f"'weight_decay': 5e-4}}, got {start!r}")
+    refuse_unknown_keys(start, START_KEYS, "FDSTrainable's config['start']", patterns=(r"lr_\d+",))
+    for h in ("lr", *START_KEYS):
+        if f"{h}_init" in config:
+            raise ValueError(f"config['start'] and config['{h}_init'] both give the starting {h}: "
+                             f"drop one")
+    schedule = SGDSchedule.from_config(start)
+    if schedule.momentum > BOUNDS["momentum"][1]:
+        raise ValueError(f"config['start']['momentum'] must be <= {BOUNDS['momentum'][1]}, got "
+                         f"{schedule.momentum}")
+    return {"lr": schedule.lrs, "momentum": (schedule.momentum,),
+            "weight_decay": (schedule.weight_decay,)}
+
+
+def _safeguard(config, method):
+    """``backtrack``, ``collapse_ratio``, ``backtrack_shrink``: FDS's safeguard (``Safeguard``)."""
+    if method != "fds":
+        for key in (k for k in SAFEGUARD_KEYS if k in config):
+            raise ValueError(f"config[{key!r}] is FDS's safeguard against lost inner runs; method "
+                             f"{method!r} does not use it")
+        return False, None, 0.5
+    ratio = config.get("collapse_ratio", 2.0)
+    if ratio is not None:
+        ratio = non_negative(config, "collapse_ratio", 2.0)
+        if not ratio > 1:
+            raise ValueError(f"config['collapse_ratio'] must be > 1 (a multiple of the best run's "
+                             f"validation loss) or None (divergence only), got {ratio}")
+    shrink = non_negative(config, "backtrack_shrink", 0.5)
+    if not 0 < shrink < 1:
+        raise ValueError(f"config['backtrack_shrink'] must be in (0, 1), got {shrink}")
+    return _flag(config, "backtrack", True), ratio, shrink
 
 
 def _choice(config, key, choices, default):
@@ -152,13 +214,29 @@ class FDSTrainable(ReusableTrainable):
     the length of each inner run, a number or a list with one entry per outer step (the last one
     repeats); for the online methods the length of the run; ``outer_steps`` [len(list) or 10]
     ("fds" only); ``n_lr_windows``, ``n_momentum_windows``, ``n_weight_decay_windows`` [1];
-    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0]; outer step sizes ``lr_step`` [0.1],
-    ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0 freezes that hyperparameter);
+    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0], or ``start``: a schedule in
+    ``SupervisedTrainable``'s keys (``{"lr_0": .., "lr_1": .., "momentum": .., "weight_decay": ..}``,
+    SGD only) to start from, one learning rate per window (``n_lr_windows`` defaults to their
+    number), so a black-box searcher can choose FDS's starting point in the black-box search space;
+    outer step sizes ``lr_step`` [0.1], ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0
+    freezes that hyperparameter);
     ``outer_optimizer`` ["sign" for fds, "sgd" online] | "adam"; ``clip`` [1.0, None = off; not used
     by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
     influence every tau steps; 1 is the greedy limit); ``val_batch_size`` [batch_size] (OHO);
     ``compile`` [False]: ``torch.compile`` the differentiated step (a one-off compilation of
-    seconds per worker process, then several times faster steps on small models).
+    seconds per machine, then several times faster steps on small models; the kernels are cached
+    under ``$TUNE_EXT_CACHE/torchinductor``, see ``trainables.data.use_compile_cache``);
+    ``derivative`` ["jvp"] | "hvp": how each step's tangent is formed (``hypergrad.engine.Trainer``:
+    the same hypergradients by forward-over-reverse or reverse-over-reverse second derivatives).
+
+    Safeguard ("fds" only; ``tune_ext.hypergrad.safeguard``): ``backtrack`` [True] watches every
+    inner run at each epoch end and stops it as soon as it is lost: its validation loss is not
+    finite (diverged) or above ``collapse_ratio`` [2.0; None: divergence only] x the validation
+    loss the best run so far (lowest final validation loss) had at the same fraction of its run
+    (collapsed). The next run then goes back to the best run's hyperparameters, and the entries
+    that had moved away from them get their outer step sizes multiplied by ``backtrack_shrink``
+    [0.5]. A lost run with nothing to go back to (the first run, or the best hyperparameters
+    themselves) ends the trial (``done``).
 
     Beyond SGD: ``optimizer`` ["sgd"] | "adamw" (``torch.optim.AdamW``; learns ``lr``, ``beta1``
     [init 0.9, step 0.05] and ``weight_decay`` instead of momentum); loss hyperparameters, present
@@ -174,9 +252,12 @@ class FDSTrainable(ReusableTrainable):
     epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc`` (as
     ``SupervisedTrainable``: no accuracy for float targets; of the inner run, for
     "fds" with the hyperparameters reported alongside), ``lr_0 ..``, ``momentum_0 ..``,
-    ``weight_decay_0 ..``, ``hypergrad_norm_<name>``, ``skipped_updates``. Checkpoints the
-    hyperparameters, the outer optimiser's state and the shuffling RNG (and, online, the model, its
-    velocity and the forward-mode influence), so PAUSE or failure resumes the same run.
+    ``weight_decay_0 ..``, ``hypergrad_norm_<name>`` (absent after a lost run), ``skipped_updates``;
+    "fds" also ``inner_steps`` (the steps the inner run took), ``inner_lost`` (None, "diverged" or
+    "collapsed") and ``n_backtracks`` (so far). Checkpoints the
+    hyperparameters, the outer optimiser's state, the safeguard's best run and the shuffling RNG
+    (and, online, the model, its velocity and the forward-mode influence), so PAUSE or failure
+    resumes the same run.
 
     Args:
         config: the trial's configuration, as Ray Tune passes it (the keys above).
@@ -197,6 +278,8 @@ class FDSTrainable(ReusableTrainable):
     def setup(self, config, model_fn=None, data=None, loss_fn=None):
         refuse_unknown_keys(config, KEYS, "FDSTrainable", aliases={"learning_rate": "lr_init", "lr": "lr_init"})
         self.hc = hc = HypergradConfig.from_config(config)
+        if hc.compile:  # one compilation per machine: every trial process shares the kernels
+            use_compile_cache()
         self.device = trial_device()
         self.task, self.parts = load_task(config, self.device, model_fn=model_fn, data=data, loss_fn=loss_fn)
         self.data, self.model = self.parts.data, self.parts.model
@@ -225,8 +308,11 @@ class FDSTrainable(ReusableTrainable):
         elif "l2" in hc.hparams:
             train_loss = regularised(self.parts.loss_fn, layer_of)
         dtype = next(self.model.parameters()).dtype
-        hparams = {h: torch.full((hc.windows[h],) + ((n_layers,) if hc.per_layer and h in PER_LAYER else ()),
-                                 hc.init[h], dtype=dtype, device=self.device) for h in hc.hparams}
+        hparams = {}
+        for h in hc.hparams:  # one starting value for all windows, or one per window ("start")
+            shape = (hc.windows[h],) + ((n_layers,) if hc.per_layer and h in PER_LAYER else ())
+            value = torch.as_tensor(hc.init[h], dtype=dtype, device=self.device)
+            hparams[h] = value.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
         return {"update": update, "train_loss": train_loss, "hparams": hparams}
 
     def epoch_batches(self):
@@ -236,7 +322,7 @@ class FDSTrainable(ReusableTrainable):
         result = self.method.step()
         self.done_steps += 1
         result.update(scores(self.eval_model, self.parts), skipped_updates=self.outer.skipped,
-                      done=self.done_steps >= self.method.limit)
+                      done=self.done_steps >= self.method.limit or self.method.ended)
         for name, g in (self.hypergrads or {}).items():
             result[f"hypergrad_norm_{name}"] = float(g.norm())
         return result
@@ -257,12 +343,20 @@ class FDSTrainable(ReusableTrainable):
 
 
 class FDSOuterSteps:
-    """FDS: one ``step()`` is a whole inner run from the same initial weights, then one outer update."""
+    """FDS: one ``step()`` is a whole inner run from the same initial weights, then one outer update.
+
+    With ``backtrack`` (the default) a ``Safeguard`` watches the run at every epoch end: a run that
+    diverges or collapses stops there, the hyperparameters go back to the best run's and the
+    step sizes of the entries that moved away from them shrink; with nothing to go back to, the
+    trial ends (``done``).
+    """
 
     def __init__(self, trainable: FDSTrainable):
-        self.tr = trainable
+        self.tr, hc = trainable, trainable.hc
         self.hparams = trainable.engine["hparams"]
-        self.limit = trainable.hc.outer_steps
+        self.limit = hc.outer_steps
+        self.guard = Safeguard(hc.collapse_ratio, hc.backtrack_shrink) if hc.backtrack else None
+        self.ended = False
 
     def step(self) -> dict:
         tr, hc = self.tr, self.tr.hc
@@ -270,20 +364,40 @@ class FDSOuterSteps:
         indices = [idx for _ in range(epochs) for idx in tr.epoch_batches()]
         batches = IndexedBatches(tr.data.x_train, tr.data.y_train, indices)
         used = self.hparams
+        watch = {}
+        if self.guard is not None:  # checked at every epoch end (fractions of the run)
+            judge = self.guard.begin(used)
+            watch = {"watch": lambda step, loss: judge(step / len(batches), loss),
+                     "watch_every": len(indices) // epochs}
         run = forward_run(tr.model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), used,
-                          update=tr.engine["update"], train_loss=tr.engine["train_loss"], compile=hc.compile)
+                          update=tr.engine["update"], train_loss=tr.engine["train_loss"],
+                          compile=hc.compile, derivative=hc.derivative, **watch)
         tr.eval_model.load_state_dict({**run.weights, **run.buffers})
-        tr.hypergrads = run.hypergrads
-        self.hparams, info = tr.outer.step(used, run.hypergrads)
+        lost = self.guard is not None and (run.stopped or self.guard.finish(run.val_loss) is not None)
+        nonfinite = 0
+        if lost:
+            tr.hypergrads = None
+            back = self.guard.backtrack(tr.outer)
+            self.ended = back is None
+            self.hparams = used if back is None else back
+        else:
+            tr.hypergrads = run.hypergrads
+            self.hparams, info = tr.outer.step(used, run.hypergrads)
+            nonfinite = len(info["nonfinite"])
         # the hyperparameters that produced this run's scores (the update goes to the next run)
         return {**_flat(used), "outer_step": tr.done_steps + 1, "inner_epochs": epochs,
-                "inner_steps": len(batches), "hypergrad_nonfinite": len(info["nonfinite"])}
+                "inner_steps": run.steps, "hypergrad_nonfinite": nonfinite,
+                "inner_lost": self.guard.reason if lost else None,
+                "n_backtracks": self.guard.backtracks if self.guard is not None else 0}
 
     def state_dict(self) -> dict:
-        return {"hparams": self.hparams}
+        return {"hparams": self.hparams, "ended": self.ended,
+                "guard": self.guard.state_dict() if self.guard is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.hparams = state["hparams"]
+        self.hparams, self.ended = state["hparams"], state["ended"]
+        if self.guard is not None:
+            self.guard.load_state_dict(state["guard"])
 
 
 class OnlineEpochs:
@@ -295,8 +409,9 @@ class OnlineEpochs:
             trainable.model, trainable.parts.loss_fn, trainable.engine["hparams"], trainable.outer,
             method=hc.method, every=hc.hyper_every, reset_every=hc.reset_every,
             update=trainable.engine["update"], train_loss=trainable.engine["train_loss"],
-            compile=hc.compile)
+            compile=hc.compile, derivative=hc.derivative)
         self.limit = hc.inner_epochs[0]
+        self.ended = False  # online runs end at their limit
 
     def step(self) -> dict:
         tr, hc = self.tr, self.tr.hc

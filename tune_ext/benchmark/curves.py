@@ -19,9 +19,10 @@ from tune_ext.benchmark.stats import value_at
 
 CSV_FIELDS = ("method", "seed", "time_s", "regret", "val_score", "test_score", "trial_id", "iteration")
 TAG = "regret"
-FAMILY_ORDER = ("full-budget", "multi-fidelity", "gradient", "ray")
+FAMILY_ORDER = ("full-budget", "multi-fidelity", "gradient", "hybrid", "ray")
 FAMILY_TITLES = {"full-budget": "full-budget black-box", "multi-fidelity": "multi-fidelity",
-                 "gradient": "gradient-based", "ray": "Ray's own (yardsticks)", "other": "other"}
+                 "gradient": "gradient-based", "hybrid": "hybrid (black-box + FDS)",
+                 "ray": "Ray's own (yardsticks)", "other": "other"}
 
 
 def append_csv(csv_path: str, method: str, seed: int, points: list[dict]) -> None:

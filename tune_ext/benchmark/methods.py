@@ -19,7 +19,7 @@ UNLIMITED = 100_000
 class Method:
     name: str
     kind: str  # "black-box" or "gradient"
-    family: str  # "full-budget", "multi-fidelity", "gradient" or "ray" (the plots' panels)
+    family: str  # "full-budget", "multi-fidelity", "gradient", "hybrid" or "ray" (the plots' panels)
     description: str
     build: Callable[[Task, int], dict]
 
@@ -29,6 +29,10 @@ class Method:
             raise ValueError(f"method {self.name!r} learns an SGD schedule with FDSTrainable and "
                              f"needs a task with a gradient_config (the built-in tasks have one); "
                              f"task {task.name!r} has none")
+        if self.family == "hybrid" and fds_starts(task) is None:
+            raise ValueError(f"method {self.name!r} searches FDS's starting schedule in the task's "
+                             f"space, which needs lr_0 .. lr_{{k-1}}, momentum and weight_decay "
+                             f"(as sgd_task makes it); task {task.name!r} has no such space")
 
 
 def _black_box(search_alg=None, scheduler=None):
@@ -47,10 +51,66 @@ def _gradient(method: str):
 
         from trainables import FDSTrainable
 
-        return {"run_or_experiment": task.runnable(FDSTrainable),
-                "config": {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)},
-                "search_alg": _random_variants(seed), "num_samples": UNLIMITED}
+        config = {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)}
+        starts = fds_starts(task) if method == "fds" else None
+        if starts is None:
+            search_alg = _random_variants(seed)
+        else:  # every concurrent FDS chain from its own point of the space, the paper's first
+            from tune_ext.searchers import RandomSearch
+
+            space, first = starts
+            config = {**_without_inits(config), "start": space}
+            search_alg = RandomSearch(seed=seed, points_to_evaluate=[{"start": first}])
+        return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
+                "search_alg": search_alg, "num_samples": UNLIMITED}
     return build
+
+
+def _without_inits(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in ("lr_init", "momentum_init", "weight_decay_init")}
+
+
+def fds_starts(task: Task):
+    """Where FDS trials start: the task's black-box schedule space (``lr_0 ..``, ``momentum``,
+    ``weight_decay``, as FDSTrainable's ``start``) and the FDS paper's starting point in it (lr and
+    weight decay at the space's lower ends, about 0; momentum 0.5, clipped into its range); None
+    when the task's space does not hold that schedule (its trials then all start at the paper's)."""
+    from ray.tune.search.sample import Domain
+
+    keys = [f"lr_{i}" for i in range(task.n_lr_windows)] + ["momentum", "weight_decay"]
+    if not task.n_lr_windows or any(k not in task.space for k in keys):
+        return None
+    space = {k: task.space[k] for k in keys}
+    paper = {**{f"lr_{i}": 0.0 for i in range(task.n_lr_windows)}, "momentum": 0.5, "weight_decay": 0.0}
+    first = {k: min(max(paper[k], v.lower), v.upper) for k, v in space.items()
+             if isinstance(v, Domain) and hasattr(v, "lower")}
+    return space, first
+
+
+def _hybrid(search_alg):
+    """A black-box searcher and our ASHA choose what gradients cannot — the task's
+    ``extra_space`` (model width, batch size: non-differentiable) and FDS's starting schedule —
+    while every trial learns its schedule with FDS (one outer step per ``training_iteration``)."""
+    def build(task: Task, seed: int) -> dict:
+        from tune_ext.schedulers import ASHAScheduler
+        from trainables import FDSTrainable
+
+        space, first = fds_starts(task)
+        fds = gradient_config(task, "fds")
+        max_t = hybrid_max_t(task)
+        config = {**_without_inits(fds), "outer_steps": max_t, "start": space,
+                  **(task.extra_space or {}), "seed": seed}
+        return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
+                "search_alg": search_alg(seed, points_to_evaluate=[{"start": first}]),
+                "scheduler": ASHAScheduler(max_t=max_t, reduction_factor=3, variant="promotion"),
+                "num_samples": UNLIMITED}
+    return build
+
+
+def hybrid_max_t(task: Task) -> int:
+    """Outer steps of a hybrid trial: FDS's horizon ladder, then two more full-horizon steps
+    (ASHA's rungs, with eta 3, fall after the 1st and 3rd: after the shortest inner runs)."""
+    return len(gradient_config(task, "fds")["inner_epochs"]) + 2
 
 
 def gradient_config(task: Task, method: str) -> dict:
@@ -60,7 +120,8 @@ def gradient_config(task: Task, method: str) -> dict:
     one weight decay, from inner runs that double up to the whole horizon (1/16, 1/8, 1/4, 1/2,
     then all of it: the paper's cheaper early outer steps; windows are fractions of the run, so
     the schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
-    horizon, learning one value of each hyperparameter online.
+    horizon, learning one value of each hyperparameter online. (The harness's "fds" method then
+    replaces the starting values by a ``start`` per trial, see ``fds_starts``.)
     """
     METHODS[method].check(task)
     cfg = dict(task.gradient_config)
@@ -81,14 +142,14 @@ def _random_variants(seed):
 
 
 # --- ours --------------------------------------------------------------------------------------
-def _ours_random(seed):
+def _ours_random(seed, **kwargs):
     from tune_ext.searchers import RandomSearch
-    return RandomSearch(seed=seed)
+    return RandomSearch(seed=seed, **kwargs)
 
 
-def _ours_tpe(seed):
+def _ours_tpe(seed, **kwargs):
     from tune_ext.searchers import TPESearch
-    return TPESearch(seed=seed)
+    return TPESearch(seed=seed, **kwargs)
 
 
 def _ours_cmaes(seed):
@@ -155,6 +216,8 @@ METHODS = {m.name: m for m in [
            _gradient("fds")),
     Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
     Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
+    Method("asha-fds", "gradient", "hybrid", "ASHAScheduler + TPESearch over width, batch size and "
+           "FDS's start; FDS learns each trial's schedule", _hybrid(_ours_tpe)),
     Method("ray-asha", "black-box", "ray", "Ray's ASHAScheduler + Ray's random variants",
            _black_box(_random_variants, _ray_asha)),
     Method("ray-bohb", "black-box", "ray", "Ray's HyperBandForBOHB + TuneBOHB",

@@ -43,6 +43,10 @@ class Task:
         gradient_config: the ``FDSTrainable`` config of this task (without the hyperparameter
             keys), or None when gradient-based methods cannot run on it.
         n_lr_windows: learning-rate windows the gradient methods learn.
+        extra_space: hyperparameters gradients cannot learn (Ray domains over ``FDSTrainable``
+            config keys, e.g. ``{"batch_size": tune.choice([64, 128]), "model_kwargs":
+            {"width": tune.choice([16, 32])}}``), which the hybrid methods (``asha-fds``) search
+            next to FDS's starting schedule; None: only the starting schedule.
         description: one line for the console.
 
     Regret is ``reference - test`` in mode "max" and ``test - reference`` in mode "min".
@@ -77,6 +81,7 @@ class Task:
     trainable_kwargs: Optional[dict] = None
     gradient_config: Optional[dict] = None
     n_lr_windows: int = 0
+    extra_space: Optional[dict] = None
     description: str = ""
 
     def __post_init__(self):
@@ -146,7 +151,8 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
              epochs: int = 20, batch_size: int = 64, *, model_fn: Optional[Callable] = None,
              data=None, loss_fn: Optional[Callable] = None, n_lr_windows: int = 3,
              lr_range=(1e-3, 1.0), momentum_range=(0.0, 0.99), weight_decay_range=(1e-6, 1e-2),
-             model_kwargs: Optional[dict] = None, **task_kwargs) -> Task:
+             model_kwargs: Optional[dict] = None, extra_space: Optional[dict] = None,
+             **task_kwargs) -> Task:
     """A task that trains a model with SGD, searched over the SGD schedule: a built-in ``dataset``
     and ``model`` by name, or your own ``model_fn`` (``config -> nn.Module``), ``data`` (``{"train",
     "val", "test"}``) and optional ``loss_fn``, as the trainables take them.
@@ -154,7 +160,8 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
     Black-box methods run ``SupervisedTrainable`` over ``lr_0 .. lr_{k-1}`` (loguniform in
     ``lr_range``), ``momentum`` (uniform) and ``weight_decay`` (loguniform); the gradient methods
     learn the same windows with ``FDSTrainable``. The reference grid is the FDS paper's Appendix F
-    one (``reference.SGD_GRID``).
+    one (``reference.SGD_GRID``). ``extra_space``: see ``Task`` (domains over the trainables'
+    config keys, e.g. ``batch_size``, ``model_kwargs``).
     """
     from ray import tune
 
@@ -183,7 +190,8 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
     gradient = {k: v for k, v in fixed.items() if k != "epochs"}
     return Task(name=name, trainable=SupervisedTrainable, space=space, max_t=epochs,
                 reference_grid=tuple({**fixed, **c} for c in sgd_grid(n_lr_windows)),
-                gradient_config=gradient, n_lr_windows=n_lr_windows, **task_kwargs)
+                gradient_config=gradient, n_lr_windows=n_lr_windows, extra_space=extra_space,
+                **task_kwargs)
 
 
 def _builtin(name: str, *args, **kwargs) -> Task:
@@ -192,13 +200,22 @@ def _builtin(name: str, *args, **kwargs) -> Task:
     return sgd_task(name, *args, reference_path=packaged_reference(name), **kwargs)
 
 
+def _choices(**kwargs):
+    from ray import tune
+
+    return {k: ({n: tune.choice(v) for n, v in c.items()} if isinstance(c, dict) else tune.choice(c))
+            for k, c in kwargs.items()}
+
+
 _BUILTIN: dict[str, Callable[[], Task]] = {
     "mnist1d": lambda: _builtin(
         "mnist1d", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
         default_budget_s=35.0,
+        extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
         description="MNIST-1D (generated locally), 1D CNN of 7.6k parameters, 20 epochs; CPU"),
     "digits": lambda: _builtin(
         "digits", "digits", "mlp", epochs=20, batch_size=64, default_budget_s=15.0,
+        extra_space=_choices(batch_size=[32, 64, 128], model_kwargs={"hidden": [[64], [128], [256]]}),
         description="scikit-learn's 8x8 digits, MLP 64-128-10, 20 epochs; CPU, bundled data"),
     "cifar10": lambda: _builtin(
         "cifar10", "cifar10", "wrn-16-1", epochs=50, batch_size=128, n_lr_windows=7,

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
-from torch.func import grad, grad_and_value, jvp, vmap
+from torch.func import grad, grad_and_value, jvp, vjp, vmap
 from torch.utils._pytree import tree_map
 
 from tune_ext.hypergrad.functional import FunctionalModel
@@ -37,6 +37,9 @@ from tune_ext.hypergrad.state import CarriedState
 from tune_ext.hypergrad.updates import Update, init_velocity, sgd_momentum
 
 MODES = ("forward", "reverse")
+# how the tangent of a step is formed: "jvp" is forward over reverse (jvp of update(w, v, grad L));
+# "hvp" takes the loss's second derivatives reverse over reverse and jvp of the update alone
+DERIVATIVES = ("jvp", "hvp")
 
 
 def as_hparams(hparams: dict, like: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -82,6 +85,14 @@ class Trainer:
     train_loss: a training loss that reads this step's hyperparameters (``losses.py``); by
         default the training loss is ``loss_fn``.
     batched: carry all tangents through one ``vmap``-ed ``jvp`` (fast) or loop over entries.
+    derivative: how the tangent of a step is formed, both exact and generic over the update and
+        the loss: ``"jvp"``, ``torch.func.jvp`` of the whole step (forward over reverse: the
+        tangent of ``grad(loss)`` is a forward-mode Hessian-vector product); or ``"hvp"``, the
+        tangent of the gradient as the gradient (in the weights) of the loss's directional
+        derivative along the tangent (reverse over reverse: ``vjp`` of ``grad``, including the
+        mixed weights/hyperparameter term of a training loss with hyperparameters), then ``jvp`` of
+        the update alone. Which is cheaper depends on the model and device
+        (``scripts/fds_step_cost.py`` times both).
     compile: run the differentiated step through ``torch.compile(fullgraph=True)``: the same
         function, fused into a few kernels. It costs a one-off compilation (seconds, again for a
         new batch shape) and then removes most of the per-operation overhead that dominates small
@@ -90,9 +101,11 @@ class Trainer:
     """
 
     def __init__(self, model, loss_fn, update: Update = sgd_momentum, batched: bool = True,
-                 compile: bool = False, train_loss=None):
+                 compile: bool = False, train_loss=None, derivative: str = "jvp"):
+        if derivative not in DERIVATIVES:
+            raise ValueError(f"derivative must be one of {', '.join(DERIVATIVES)}; got {derivative!r}")
         self._f = FunctionalModel(model, loss_fn, train_loss)
-        self.update, self.batched = update, batched
+        self.update, self.batched, self.derivative = update, batched, derivative
         self._bases = {}
         fn = self._tangent_batched if batched else self._tangent_one
         # compiled lazily on the first call; static shapes: one compilation per batch shape
@@ -154,12 +167,36 @@ class Trainer:
         return self.update(weights, velocity, grads, hp)
 
     def _tangent_one(self, weights, velocity, buffers, hp, batch, tw, tv, seed):
+        if self.derivative == "hvp":
+            return self._tangent_one_hvp(weights, velocity, buffers, hp, batch, tw, tv, seed)
         fn = lambda w, v, h: self._pure_step(w, v, buffers, h, batch)
         return jvp(fn, (weights, velocity, hp), (tw, tv, seed))
 
+    def _tangent_one_hvp(self, weights, velocity, buffers, hp, batch, tw, tv, seed):
+        g, hvp = self._loss_hvp(weights, buffers, hp, batch)
+        return jvp(self.update, (weights, velocity, g, hp), (tw, tv, hvp(tw, seed), seed))
+
+    def _loss_hvp(self, weights, buffers, hp, batch):
+        """The training loss's gradient g, and ``(tw, seed) ->`` the tangent of g along them.
+
+        d/dt grad_w L(w + t tw, h + t seed) = H_ww tw + H_wh seed = grad_w of <(grad_w L, grad_h L),
+        (tw, seed)>: the vjp (in the weights) of the gradient, reverse over reverse. Its graph is
+        built once per step; vmap-ing the returned function batches only the second backward.
+        """
+        loss = lambda w, h: self._f.train_loss_as_set(w, buffers, batch, h)
+        if self._f.custom_train_loss is None:  # the loss cannot read hp: no mixed term
+            g, vjp_fn = vjp(lambda w: grad(loss)(w, hp), weights)
+            return g, lambda tw, seed: vjp_fn(tw)[0]
+        (g, _), vjp_fn = vjp(lambda w: grad(loss, argnums=(0, 1))(w, hp), weights)
+        return g, lambda tw, seed: vjp_fn((tw, seed))[0]
+
     def _tangent_batched(self, weights, velocity, buffers, hp, batch, tw, tv, seeds):
         # primals are shared (not batched), so the step itself runs once for all entries
-        one = lambda a, b, e: self._tangent_one(weights, velocity, buffers, hp, batch, a, b, e)
+        if self.derivative == "hvp":
+            g, hvp = self._loss_hvp(weights, buffers, hp, batch)
+            one = lambda a, b, e: jvp(self.update, (weights, velocity, g, hp), (a, b, hvp(a, e), e))
+        else:
+            one = lambda a, b, e: self._tangent_one(weights, velocity, buffers, hp, batch, a, b, e)
         return vmap(one, randomness="same")(tw, tv, seeds)
 
     def val_loss(self, weights, buffers, batch):
@@ -199,26 +236,43 @@ class InnerRun:
     velocity: object
     buffers: dict
     val_loss: float
-    hypergrads: dict  # {name: tensor shaped like hparams[name]}
+    hypergrads: dict | None  # {name: tensor shaped like hparams[name]}; None if stopped early
+    steps: int = 0  # training steps taken (fewer than len(train_batches) if stopped early)
+    stopped: bool = False  # a ``watch`` stopped the run before its end
 
 
 def forward_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
                 update: Update = sgd_momentum, batched: bool = True, compile: bool = False,
-                train_loss=None) -> InnerRun:
+                train_loss=None, derivative: str = "jvp",
+                watch: Callable[[int, float], bool] | None = None,
+                watch_every: int | None = None) -> InnerRun:
     """Train from ``model``'s parameters with zero velocity, carrying forward-mode tangents.
 
     Memory is O(parameters x entries), whatever ``len(train_batches)``. update, train_loss,
-    batched, compile: see ``Trainer``.
+    batched, compile, derivative: see ``Trainer``.
+    watch, watch_every: every ``watch_every`` steps before the last one, ``watch(steps taken,
+        validation loss of the weights so far)`` is called (the loss on ``val_batch`` in eval mode,
+        NaN or inf once training has diverged); when it returns True the run stops there, without
+        hypergradients (``InnerRun.stopped``): a run that is clearly lost costs no more steps.
     """
-    trainer = Trainer(model, loss_fn, update, batched, compile, train_loss)
+    trainer = Trainer(model, loss_fn, update, batched, compile, train_loss, derivative)
     total = _check_batches(train_batches)
+    if watch is not None and (isinstance(watch_every, bool) or not isinstance(watch_every, int)
+                              or watch_every < 1):
+        raise ValueError(f"watch_every must be a positive int when watch is given, got {watch_every!r}")
     hparams = as_hparams(hparams, next(model.parameters()))
     state = trainer.start(sum(h.numel() for h in hparams.values()))
     with torch.no_grad():  # no autograd graph: tangents are forward-mode duals, not history
         for batch in train_batches:
             state = trainer.tangent_step(state, batch, hparams=hparams, total=total)
+            if watch is not None and state.step % watch_every == 0 and state.step < total:
+                loss = float(trainer.val_loss(state.weights, state.buffers, val_batch))
+                if watch(state.step, loss):
+                    return InnerRun(state.weights, state.velocity, state.buffers, loss, None,
+                                    state.step, stopped=True)
         loss, flat = trainer.hypergrad(state, val_batch)
-    return InnerRun(state.weights, state.velocity, state.buffers, float(loss), split_entries(flat, hparams))
+    return InnerRun(state.weights, state.velocity, state.buffers, float(loss),
+                    split_entries(flat, hparams), state.step)
 
 
 def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
@@ -237,13 +291,13 @@ def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dic
     hg = {n: (g if g is not None else torch.zeros_like(h)).detach()
           for (n, h), g in zip(theta.items(), grads)}
     detach = lambda tree: tree_map(lambda x: x.detach(), tree)
-    return InnerRun(detach(w), detach(v), buffers, float(loss.detach()), hg)
+    return InnerRun(detach(w), detach(v), buffers, float(loss.detach()), hg, total)
 
 
 def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict,
                   mode: str = "forward", *, update: Update = sgd_momentum,
                   batched: bool = True, compile: bool = False,
-                  train_loss=None) -> dict[str, torch.Tensor]:
+                  train_loss=None, derivative: str = "jvp") -> dict[str, torch.Tensor]:
     """d(validation loss after training)/d(hyperparameter), as ``{name: tensor}``: exact
     forward-mode hypergradients with hyperparameter sharing (Micaelli & Storkey 2021, "Gradient-based
     Hyperparameter Optimization Over Long Horizons", NeurIPS), through ``torch.func.jvp``.
@@ -261,6 +315,8 @@ def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: d
             layer).
         batched: forward mode only; vmap over entries (True) or a loop (False).
         compile: forward mode only; ``torch.compile`` the differentiated step (see ``Trainer``).
+        derivative: forward mode only; ``"jvp"`` or ``"hvp"``, the same numbers by another
+            derivative path (see ``Trainer``).
         train_loss: ``(output, target, weights, hp) -> scalar``, a training loss with
             hyperparameters (``losses.py``: label smoothing, per-layer L2).
     """
@@ -268,7 +324,8 @@ def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: d
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     if mode == "forward":
         return forward_run(model, loss_fn, train_batches, val_batch, hparams, update=update,
-                           batched=batched, compile=compile, train_loss=train_loss).hypergrads
+                           batched=batched, compile=compile, train_loss=train_loss,
+                           derivative=derivative).hypergrads
     return reverse_run(model, loss_fn, train_batches, val_batch, hparams, update=update,
                        train_loss=train_loss).hypergrads
 

@@ -45,12 +45,14 @@ class OnlineHypergrad:
     outer: an ``OuterOptimizer`` (its step sizes say which hyperparameters are learned).
     method: ``"oho"`` (carried influence, validation batch every ``every`` steps) or ``"hd"``.
     reset_every: OHO only; zero the influence every this many steps (None: never).
-    update, train_loss, batched, compile: how the differentiated step runs (see ``engine.Trainer``).
+    update, train_loss, batched, compile, derivative: how the differentiated step runs (see
+        ``engine.Trainer``).
     """
 
     def __init__(self, model, loss_fn, hparams: dict, outer: OuterOptimizer, *, method: str = "oho",
                  every: int = 10, reset_every: int | None = None, update: Update = sgd_momentum,
-                 batched: bool = True, compile: bool = False, train_loss=None):
+                 batched: bool = True, compile: bool = False, train_loss=None,
+                 derivative: str = "jvp"):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
         for name, value in (("every", every), ("reset_every", reset_every)):
@@ -58,7 +60,7 @@ class OnlineHypergrad:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if reset_every is not None and method != "oho":
             raise ValueError("reset_every is OHO's; HD resets the influence before every step")
-        self.trainer = Trainer(model, loss_fn, update, batched, compile, train_loss)
+        self.trainer = Trainer(model, loss_fn, update, batched, compile, train_loss, derivative)
         self.method, self.every, self.outer = method, int(every), outer
         self.reset_every = None if reset_every is None else int(reset_every)
         self.hparams = as_hparams(hparams, next(model.parameters()))

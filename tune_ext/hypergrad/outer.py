@@ -6,7 +6,8 @@ flips between outer steps, so an entry can travel at most ``outer steps x initia
 ``ClippedAdam`` and ``ClippedSGD`` apply Adam / SGD to hypergradients clipped to a maximum norm
 per hyperparameter. All three skip (and report) an update whose hypergradients are not finite,
 and clamp the result into ``bounds`` (lr >= 0, 0 <= momentum, beta1 < 1, weight decay >= 0,
-L2 >= 0, 0 <= label smoothing <= 1).
+L2 >= 0, 0 <= label smoothing <= 1). ``shrink`` scales chosen entries' moves from then on (FDS's
+safeguard backtracks with it, ``safeguard.py``).
 
 Example::
 
@@ -70,8 +71,27 @@ class OuterOptimizer:
             return dict(hparams), {"skipped": True, "nonfinite": bad}
         new = dict(hparams)
         for n in self.step_sizes:
-            new[n] = self._move(n, hparams[n].detach(), hypergrads[n].detach().to(hparams[n].dtype))
+            h = hparams[n].detach()
+            moved = self._move(n, h, hypergrads[n].detach().to(h.dtype))
+            scale = self.state.get(n, {}).get("scale")
+            new[n] = moved if scale is None else h + scale.to(h.dtype) * (moved - h)
         return clamp(new, self.bounds), {"skipped": False, "nonfinite": []}
+
+    def shrink(self, entries: dict, factor: float) -> None:
+        """Multiply the step size of some entries by ``factor`` from now on (a backtrack).
+
+        entries: ``{name: bool tensor shaped like hparams[name]}``, True where the step shrinks;
+        names without a step size are ignored. The factor applies to whatever the update would
+        move, so it composes with sign descent's halving and with Adam's and SGD's state.
+        """
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        for n, mask in entries.items():
+            if n not in self.step_sizes or not bool(mask.any()):
+                continue
+            st = self.state.setdefault(n, {})
+            scale = st.get("scale", torch.ones(mask.shape, dtype=torch.float64, device=mask.device))
+            st["scale"] = torch.where(mask, scale * factor, scale)
 
     def _move(self, name, h, g):
         raise NotImplementedError
