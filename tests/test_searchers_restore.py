@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from e2e_helpers import damage_file
 from tune_ext.searchers import BOHBSearch, CMAESSearch, RandomSearch, TPESearch
 
 DRIVER = os.path.join(os.path.dirname(__file__), "searcher_restore_driver.py")
@@ -139,14 +140,7 @@ def test_missing_or_broken_searcher_state_is_an_error_naming_the_file(tmp_path, 
     searcher-state-*.pkl, before any trial trains."""
     shutil.copytree(killed_tpe(api), tmp_path / "copy")
     exp = tmp_path / "copy" / "exp"
-    path = state_file(exp)
-    if how == "delete":
-        os.remove(path)
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-        with open(path, "wb") as f:
-            f.write(data[:len(data) // 3])
+    damage_file(state_file(exp), how)
     trials = trial_dirs(exp)
     resumed = driver(TPESearch, api, tmp_path / "copy", "local", resume=True)
     try:
