@@ -57,7 +57,8 @@ class NaiveBook:
         return sum(s > score for s, _, _ in before) if not self.by_arrival else \
             sum((s, -q) > (score, -self.seq) for s, q, _ in before)
 
-    def continues(self, tid, rung, score):
+    def continues(self, tid, t, score):
+        rung = max(k for k, m in enumerate(self.brackets[self.trials[tid]["bracket"]][0]) if m <= t)
         ahead = self.record(tid, rung, score)
         e = self.trials[tid]
         n = len(self.rung_records(e["bracket"], rung))
@@ -170,7 +171,8 @@ def play(books, rng, steps, brackets, sync=False, ties=True, serialise_at=None):
             rung = min(n_rungs(tid) - 1, top + 1 + (rng.random() < 0.2 and not sync))
             score = rng.choice([rng.random(), float(rng.randint(0, 3)), -INF])
             if not ties:
-                got = [book.continues(tid, rung, score) for book in books]
+                t = ref.brackets[ref.trials[tid]["bracket"]][0][rung] + rng.choice([0, 0.5])
+                got = [book.continues(tid, t, score) for book in books]
                 decided += not got[0]
             else:
                 wait = sync or rng.random() < 0.8
@@ -271,13 +273,13 @@ def test_stopping_ranks_ties_and_non_finite_scores():
     b = book.open_bracket([1, 3])
     for tid in "abcdef":
         book.join(tid, b)
-    got = [book.continues(t, 0, s) for t, s in zip("abcdef", [1.0, 1.0, 2.0, -INF, -INF, 1.5])]
+    got = [book.continues(t, 1, s) for t, s in zip("abcdef", [1.0, 1.0, 2.0, -INF, -INF, 1.5])]
     # a alone; b ties a (0 ahead: 0 < 2); c best; d: 3 ahead of 4; e: 4 ahead of 5 (the other
     # -inf too); f: only c ahead, 1 * 3 < 6
     assert got == [True, True, True, False, False, True]
     assert all(book.trials[t].stopped and not book.trials[t].alive for t in "de")
     assert book.brackets[b].rungs[1].num_heading == 4
-    assert not book.continues("a", 1, 9.0)         # the last rung: every trial stops there
+    assert not book.continues("a", 4, 9.0)         # the last rung: every trial stops there
     assert book.trials["a"].stopped and book.size(b, 1) == 1
     assert book.brackets[b].rungs[1].num_heading == 3
 

@@ -105,13 +105,13 @@ class ASHAScheduler(MetricScheduler):
                 return self.CONTINUE
             self._stop(tid)
             return self.STOP
-        top = self._book.reached(tid, t)
         if self._variant == "stopping":
             # continue iff in the top 1/eta of the rung at arrival (else the book stops it)
-            if self._book.continues(tid, top, score):
+            if self._book.continues(tid, t, score):
                 return self.CONTINUE
             self._num_stopped += 1
             return self.STOP
+        top = self._book.reached(tid, t)
         last = top == self._last_rung[entry.bracket]
         self._book.record(tid, top, score, wait=not last)
         if last:

@@ -13,9 +13,12 @@ whether it *waits* there (paused until promoted or the rung completes), whether 
 (not stopped, errored or removed) and whether it was *stopped* for good. A live trial that does not
 wait is heading to the next rung. What the schedulers ask of it:
 
+- ``reached(trial_id, t)``: the highest rung a result at time ``t`` reaches that the trial has no
+  record in yet (results may overstep rungs), or -1.
 - ``record(trial_id, rung, score)``: record a result in every rung above the trial's last record
   up to ``rung``; returns how many records of that rung rank ahead of it.
-- ``continues(trial_id, ahead)``: ASHA "stopping": is that result in the top 1/eta of its rung?
+- ``continues(trial_id, t, score)``: ASHA "stopping": record the result and answer whether it is
+  in the top 1/eta of its rung at arrival (a trial that is not is stopped).
 - ``promotable(bracket)``: ASHA "promotion" (Li et al. 2020, Algorithm 2, get_job): the best
   waiting trial in the top floor(n/eta) of the highest rung that has one; ``promote`` it.
 - ``complete_rungs(bracket)``: SHA (Jamieson & Talwalkar 2016): close every rung whose trials have
@@ -25,14 +28,14 @@ wait is heading to the next rung. What the schedulers ask of it:
   version or a malformed shape with a ValueError.
 
 Every operation is O(log n) in the size of a rung (``RankedValues``), except ``complete_rungs``,
-which sorts a rung once, when it closes.
+which sorts a rung once, when it closes, and ``waiting_trials``, asked once at the end of a run.
 
 Example::
 
     >>> book = RungBook(reduction_factor=3)
     >>> b = book.open_bracket([1.0, 3.0, 9.0])
     >>> for trial_id, score in [("a", 0.5), ("b", 0.9), ("c", 0.1)]:
-    ...     book.join(trial_id, b)
+    ...     entry = book.join(trial_id, b)
     ...     ahead = book.record(trial_id, 0, score, wait=True)
     >>> book.promotable(b), ahead
     ('b', 2)
@@ -64,23 +67,30 @@ def decode_score(x) -> float:
 
 
 class TrialEntry:
-    """Where one trial stands in its bracket (see the module docstring): ``records[k]`` is its
-    (score, arrival) in rung k, for k = 0 .. ``rung``; ``next_milestone`` is the time at which a
-    result reaches a rung it has no record in yet (inf past the last rung), so that a result
-    between rungs is told apart without a search."""
-    __slots__ = ("bracket", "rung", "records", "waiting", "alive", "stopped", "next_milestone",
+    """Where one trial stands in its bracket (see the module docstring). ``flat`` holds its
+    records, (score, arrival) in rung k at ``flat[2k]``, ``flat[2k + 1]``, for k = 0 .. ``rung``:
+    one tuple of numbers, which the garbage collector stops tracking, rather than a container per
+    trial (a million of them slow every collection). ``next_milestone`` is the time at which a
+    result reaches a rung the trial has no record in yet (inf past the last rung), so that a
+    result between rungs is told apart without a search."""
+    __slots__ = ("bracket", "rung", "flat", "waiting", "alive", "stopped", "next_milestone",
                  "rungs")
 
     def __init__(self, bracket: int, records: Optional[list] = None, waiting: bool = False,
                  alive: bool = True, stopped: bool = False):
         self.bracket = bracket
-        self.records: list[tuple[float, int]] = records or []
-        self.rung = len(self.records) - 1
+        self.flat: tuple = tuple(x for record in records or () for x in record)
+        self.rung = len(self.flat) // 2 - 1
         self.waiting = waiting
         self.alive = alive
         self.stopped = stopped
         self.next_milestone = INF
         self.rungs: list[Rung] = []   # its bracket's rungs (set by the book; not saved)
+
+    @property
+    def records(self) -> list[tuple[float, int]]:
+        """(score, arrival) in each rung it reached, lowest first."""
+        return list(zip(self.flat[::2], self.flat[1::2]))
 
 
 class Rung:
@@ -193,7 +203,10 @@ class RungBook:
         """Record ``score`` in every rung above the trial's last record up to ``rung`` (results
         may overstep rungs); the trial then waits there (``wait``) or heads to the next rung.
         Returns how many earlier records of ``rung`` rank ahead of it."""
-        entry = self.trials[trial_id]
+        return self._record(self.trials[trial_id], trial_id, rung, score, wait)
+
+    def _record(self, entry: TrialEntry, trial_id: str, rung: int, score: float,
+                wait: bool) -> int:
         if rung <= entry.rung:
             raise ValueError(f"{trial_id} already has a record in rung {entry.rung}")
         # ``_place`` and ``_set_next_milestone`` inlined: this is the path of every decision
@@ -205,11 +218,13 @@ class RungBook:
                 rungs[entry.rung + 1].num_heading -= 1
         self.seq = seq = self.seq + 1
         key = (score, -seq) if self.ties_by_arrival else score
-        record, r = (score, seq), rungs[rung]
-        for k in range(entry.rung + 1, rung):     # rungs overstepped on the way
-            entry.records.append(record)
-            rungs[k].ranked.add(key)
-        entry.records.append(record)
+        r = rungs[rung]
+        if rung == entry.rung + 1:
+            entry.flat += (score, seq)
+        else:                                     # rungs overstepped on the way
+            for k in range(entry.rung + 1, rung):
+                rungs[k].ranked.add(key)
+            entry.flat += (score, seq) * (rung - entry.rung)
         ahead = r.ranked.insert(key)
         if score == -INF:     # behind every other record, other -inf ones included
             ahead = len(r.ranked) - 1
@@ -230,12 +245,14 @@ class RungBook:
         """How many results rung ``rung`` of ``bracket`` has recorded."""
         return len(self.brackets[bracket].rungs[rung].ranked)
 
-    def continues(self, trial_id: str, rung: int, score: float) -> bool:
-        """ASHA "stopping": record ``score`` (as ``record``) and answer "continue?": iff the result
-        ranks in the top 1/eta of ``rung`` at its arrival, below the last rung. A trial that
-        does not continue is stopped."""
-        ahead = self.record(trial_id, rung, score)
+    def continues(self, trial_id: str, t: float, score: float) -> bool:
+        """ASHA "stopping": record a result at time ``t`` (which reaches a rung the trial has no
+        record in) in every rung it reaches, and answer "continue?": iff it ranks in the top 1/eta
+        of the highest of them at its arrival, below the last rung. A trial that does not
+        continue is stopped."""
         entry = self.trials[trial_id]
+        rung = bisect_right(self.brackets[entry.bracket].milestones, t) - 1
+        ahead = self._record(entry, trial_id, rung, score, False)
         rungs = entry.rungs
         if rung + 1 < len(rungs) and continues_at_arrival(ahead, len(rungs[rung].ranked), self.eta):
             return True
@@ -250,7 +267,7 @@ class RungBook:
         entry = self.trials[trial_id]
         self._place(entry, -1)
         entry.waiting = True
-        score, seq = entry.records[-1]
+        score, seq = entry.flat[-2:]
         heapq.heappush(entry.rungs[entry.rung].heap, (-score, seq, trial_id))
         self._place(entry, 1)
 
@@ -266,7 +283,7 @@ class RungBook:
                 neg, seq, tid = heap[0]
                 entry = self.trials.get(tid)
                 if entry is not None and entry.alive and entry.waiting and entry.rung == k \
-                        and entry.records[k][1] == seq:
+                        and entry.flat[2 * k + 1] == seq:
                     break
                 heapq.heappop(heap)   # promoted, withdrawn or re-recorded since it was pushed
             if heap and rung.ranked.count_above(self._key(-heap[0][0], heap[0][1])) < \
@@ -317,8 +334,8 @@ class RungBook:
             here = [tid for tid in b.trial_ids
                     if self.trials[tid].rung >= k and self.trials[tid].alive]
             # best first; equal scores by arrival
-            ranked = sorted(here, key=lambda tid: (-self.trials[tid].records[k][0],
-                                                   self.trials[tid].records[k][1]))
+            ranked = sorted(here, key=lambda tid: (-self.trials[tid].flat[2 * k],
+                                                   self.trials[tid].flat[2 * k + 1]))
             keep = 0 if k == len(b.rungs) - 1 else survivors(len(rung.ranked), self.eta)
             winners = [tid for tid in ranked[:keep] if self.trials[tid].rung == k]
             for tid in winners:
@@ -332,7 +349,8 @@ class RungBook:
     def _forget_waiting(self, entry: TrialEntry) -> None:
         """Take back the record of the rung the trial waits in (it will arrive there again)."""
         if entry.waiting:
-            score, seq = entry.records.pop()
+            score, seq = entry.flat[-2:]
+            entry.flat = entry.flat[:-2]
             entry.rungs[entry.rung].ranked.remove(self._key(score, seq))
             entry.rung -= 1
             entry.waiting = False
