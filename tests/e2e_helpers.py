@@ -21,13 +21,14 @@ def checkpointing_trainable(config):
         with ckpt.as_directory() as d:
             with open(os.path.join(d, "step.json")) as f:
                 start = json.load(f)["step"]
-    if os.environ.get("TUNE_EXT_TEST_HOLD_X") == repr(config["x"]) \
-            and os.environ.get("TUNE_EXT_TEST_HOLD_STEP", "1") == str(start + 1):
-        # The kill-and-restore test holds the experiment here (this trial never reports step
-        # TUNE_EXT_TEST_HOLD_STEP) so that it can SIGKILL the driver at a known point; the
-        # restored run does not set it.
-        threading.Event().wait()
+    hold = os.environ.get("TUNE_EXT_TEST_HOLD_STEP", "1") \
+        if os.environ.get("TUNE_EXT_TEST_HOLD_X") == repr(config["x"]) else None
     for step in range(start + 1, config.get("steps", 9) + 1):
+        if str(step) == hold:
+            # The kill-and-restore test holds the experiment here (this trial never reports step
+            # TUNE_EXT_TEST_HOLD_STEP) so that it can SIGKILL the driver at a known point; the
+            # restored run does not set it.
+            threading.Event().wait()
         if config.get("fail_once_at", {}).get(config["x"]) == step and ckpt is None:
             raise RuntimeError(f"injected failure at step {step}")   # the retry has a checkpoint
         if config.get("fail_always_at", {}).get(config["x"]) == step:
@@ -47,3 +48,15 @@ class Recorder(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.results.append((trial.config["x"], result["training_iteration"], result["step"]))
+
+
+def damage_file(path, kind):
+    """What a crash or a careless user does to a saved file: "delete" it, or "truncate" it to a
+    third of its bytes."""
+    if kind == "delete":
+        os.remove(path)
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 3])

@@ -1,9 +1,10 @@
 """Subprocess driver for the kill-and-restore test.
 
-    python tests/restore_driver.py {run|tuner} {start|resume} STORAGE RESULTS_JSONL [sha|hyperband]
+    python tests/restore_driver.py {run|tuner} {start|resume} STORAGE RESULTS_JSONL [sha|hyperband|asha]
 
-Runs SHA (or Hyperband, whose first bracket holds the same 9 trials and rungs) over 9 configs, one trial at a time, appending every result to RESULTS_JSONL (flushed,
-so the test can kill this process after N results). On "resume" it restores the experiment with
+Runs SHA (or Hyperband, whose first bracket holds the same 9 trials and rungs, or ASHA "promotion"
+with the same rungs) over 9 configs, one trial at a time, appending every result to RESULTS_JSONL
+(flushed, so the test can kill this process after N results). On "resume" it restores the experiment with
 ``tune.run(resume=True)`` or ``Tuner.restore`` and writes the scheduler's debug string to
 RESULTS_JSONL + ".final".
 """
@@ -22,8 +23,8 @@ import ray  # noqa: E402
 from ray import cloudpickle, tune  # noqa: E402
 
 import e2e_helpers  # noqa: E402
-from tune_ext.schedulers import (HyperbandScheduler, SchedulerStateCallback,  # noqa: E402
-                                 SuccessiveHalvingScheduler)
+from tune_ext.schedulers import (ASHAScheduler, HyperbandScheduler,  # noqa: E402
+                                 SchedulerStateCallback, SuccessiveHalvingScheduler)
 
 cloudpickle.register_pickle_by_value(e2e_helpers)
 ORDER = [0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8, 0.4, 0.6]
@@ -77,7 +78,11 @@ class LoggedHyperband(Logged, HyperbandScheduler):
     pass
 
 
-SCHEDULERS = {"sha": LoggedSHA, "hyperband": LoggedHyperband}
+class LoggedASHA(Logged, ASHAScheduler):
+    pass
+
+
+SCHEDULERS = {"sha": LoggedSHA, "hyperband": LoggedHyperband, "asha": LoggedASHA}
 
 
 def main(api, phase, storage, results, scheduler="sha"):

@@ -5,7 +5,8 @@ Usage: python searcher_restore_driver.py CLASS API STORAGE NAME RAY_ADDRESS [res
 import os
 import sys
 
-os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # save experiment + searcher state every step
+# save experiment + searcher state every step (unless the test asks for another period)
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402

@@ -238,7 +238,7 @@ def test_state_is_versioned_json_and_gives_identical_decisions(make):
                                                                   "m": v}) == "STOP":
             live.discard(tid)
     state = json.loads(json.dumps(a.get_state(), allow_nan=False))
-    assert state["version"] == 1
+    assert state["version"] == 2   # 2: the rung book (rungs.py)
     b = make()
     b.set_state(state)
     assert b.get_state() == state and b.debug_string() == a.debug_string()

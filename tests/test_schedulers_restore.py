@@ -9,10 +9,19 @@ import time
 
 import pytest
 
+from e2e_helpers import damage_file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-# Synchronous SHA over ORDER with r = 1, 3, 9: the outcome is independent of arrival order.
+# SHA over ORDER with r = 1, 3, 9 (Hyperband's first bracket alike): the outcome is independent
+# of arrival order. ASHA "promotion" over the same rungs, one trial at a time in ORDER, ends the
+# same: 0.9, 0.7, 0.8 promoted from rung 0, 0.9 from rung 1, the rest stopped when nothing is left.
 EXPECTED_STEPS = {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1, 0.6: 1}
+FINAL_RUNGS = {  # each trial counted once per rung: no loss, no duplicates, no double promotion
+    "sha": "t=1: 9 arrived, 0 expected (done) | t=3: 3 arrived, 0 expected (done) | "
+           "t=9: 1 arrived, 0 expected (done)",
+    "asha": "t=1: 9 recorded, 0 waiting | t=3: 3 recorded, 0 waiting | t=9: 1 recorded, 0 waiting"}
+FINAL_RUNGS["hyperband"] = FINAL_RUNGS["sha"]
 
 
 def driver(api, phase, storage, results, scheduler="sha", hold=("0.3", "1"), reuse=True):
@@ -82,15 +91,45 @@ def rung0_closed(snap):
     return (0.6, "TERMINATED", 1) in snap and (0.9, "RUNNING", 1) in snap
 
 
-# kill -> (when to kill, (x, step) the first run hangs at, reuse_actors)
-KILLS = {"before": (rung0_waiting, ("0.3", "1"), True),
-         "after": (rung0_closed, ("0.9", "2"), False)}
+def asha_rung1_empty(snap):
+    """ASHA before rung 1 has a result: 0.5 and 0.2 wait in rung 0, 0.9 (the top 1 of 3) was
+    promoted at once and hangs before step 2."""
+    return (0.9, "RUNNING", 1) in snap and {(0.5, "PAUSED", 1), (0.2, "PAUSED", 1)} <= set(snap)
+
+
+def asha_rung1_promoted(snap):
+    """ASHA after rung 1 has results and decisions: 0.9, 0.7, 0.8 reached it (0.7 and 0.8 wait
+    there), 0.9 was promoted from it and hangs before step 4; the others wait in rung 0 (0.4 and
+    0.6 may not have started yet: Ray's actor scheduling orders the new and the promoted)."""
+    return (0.9, "RUNNING", 3) in snap and (0.8, "PAUSED", 3) in snap \
+        and (0.7, "PAUSED", 3) in snap
+
+
+# (scheduler family, kill) -> (when to kill, (x, step) the first run hangs at, reuse_actors,
+# the results at the kill: x -> last step, None for a trial that may or may not have started)
+KILLS = {("sync", "before"): (rung0_waiting, ("0.3", "1"), True,
+                              {0.5: 1, 0.2: 1, 0.9: 1, 0.1: 1, 0.7: 1}),
+         ("sync", "after"): (rung0_closed, ("0.9", "2"), False, {x: 1 for x in EXPECTED_STEPS}),
+         ("asha", "before"): (asha_rung1_empty, ("0.9", "2"), True, {0.5: 1, 0.2: 1, 0.9: 1}),
+         ("asha", "after"): (asha_rung1_promoted, ("0.9", "4"), False,
+                             {0.5: 1, 0.2: 1, 0.9: 3, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: None,
+                              0.6: None})}
+
+
+def as_expected_at_kill(steps, expected):
+    return {x: s for x, s in steps.items() if expected.get(x, 0) is not None} == \
+        {x: s for x, s in expected.items() if s is not None} and \
+        all(steps.get(x, 1) == 1 for x, s in expected.items() if s is None)
+
+
+def family(scheduler):
+    return "asha" if scheduler == "asha" else "sync"
 
 
 def start_and_kill(api, storage, results, scheduler, kill):
     """Start a driver; SIGKILL its process group once Ray's experiment snapshot in storage shows
     the state KILLS[kill] waits for. Returns whether it reused actors."""
-    ready, hold, reuse = KILLS[kill]
+    ready, hold, reuse, _ = KILLS[family(scheduler), kill]
     first = driver(api, "start", storage, results, scheduler, hold, reuse)
     deadline = time.monotonic() + 240
     try:
@@ -116,30 +155,47 @@ def resume(api, storage, results, scheduler, reuse):
     return second
 
 
-# The default run covers each claim (kills before and after a rung closed, both APIs, both
-# synchronous schedulers); --slow adds the repeats of a case on another scheduler or API.
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """One killed experiment per (API, scheduler, kill), made once and copied by each test that
+    restores it (the kill is the slow part)."""
+    made = {}
+
+    def get(api, scheduler, kill, into):
+        key = (api, scheduler, kill)
+        if key not in made:
+            base = tmp_path_factory.mktemp(f"killed-{api}-{scheduler}-{kill}")
+            start_and_kill(api, str(base / "storage"), str(base / "results.jsonl"), scheduler,
+                           kill)
+            made[key] = base
+        shutil.copytree(made[key], into)
+        return str(into / "storage"), str(into / "results.jsonl"), KILLS[family(scheduler), kill][2]
+    return get
+
+
+# The default run covers each claim (kills before and after a rung closed, both APIs, each
+# scheduler family); --slow adds the repeats of a case on another scheduler or API.
 SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize("api, scheduler, kill", [
     ("run", "sha", "before"), ("run", "sha", "after"), ("tuner", "hyperband", "after"),
+    ("run", "asha", "before"), ("tuner", "asha", "after"),
     *[pytest.param(*case, marks=SLOW) for case in [
         ("tuner", "sha", "before"), ("tuner", "sha", "after"), ("run", "hyperband", "after"),
-        ("run", "hyperband", "before"), ("tuner", "hyperband", "before")]]])
-def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
-    storage, results = str(tmp_path / "storage"), str(tmp_path / "results.jsonl")
-    # Kill the whole driver group once Ray's experiment snapshot in storage (what a restore sees)
-    # shows the state we want to restore from. "before": a fresh scheduler would restart the 5
-    # paused trials as PENDING and they would run past step 1. "after": the 6 losers were stopped
-    # while PAUSED, which Ray's snapshot does not record; restored as PENDING they would train on
-    # and pause again, and the experiment would hang.
-    reuse = start_and_kill(api, storage, results, scheduler, kill)
+        ("run", "hyperband", "before"), ("tuner", "hyperband", "before"),
+        ("tuner", "asha", "before"), ("run", "asha", "after")]]])
+def test_kill_and_restore_keeps_rungs(tmp_path, killed, api, kill, scheduler):
+    # The driver group was killed once Ray's experiment snapshot in storage (what a restore sees)
+    # showed the state we want to restore from. "before": a fresh scheduler would restart the
+    # paused trials as PENDING and they would run past their rung. "after" (SHA, Hyperband): the
+    # 6 losers were stopped while PAUSED, which Ray's snapshot does not record; restored as
+    # PENDING they would train on and pause again, and the experiment would hang. "after" (ASHA):
+    # rungs 0 and 1 hold results, paused trials wait in both and one promotion is under way.
+    storage, results, reuse = killed(api, scheduler, kill, tmp_path / "exp")
     before = read(results)
-    if kill == "before":
-        assert sorted(r["x"] for r in before) == [0.1, 0.2, 0.5, 0.7, 0.9]
-        assert {r["step"] for r in before} == {1}
-    else:
-        assert {r["x"] for r in before if r["step"] == 1} == set(EXPECTED_STEPS)
+    assert as_expected_at_kill(last_steps(before), KILLS[family(scheduler), kill][3]), before
+    if (family(scheduler), kill) == ("sync", "after"):
         # the case to reconcile: losers stopped by the scheduler, "PAUSED" in Ray's snapshot
         assert {x for x, status, _ in snapshot(storage) if status == "PAUSED"} & \
             {0.1, 0.2, 0.3, 0.4, 0.5}
@@ -154,57 +210,37 @@ def test_kill_and_restore_keeps_rungs(tmp_path, api, kill, scheduler):
     # 1) went on, exactly as in an uninterrupted run.
     assert steps == EXPECTED_STEPS, (before, after, tail(results + ".start.trace"),
                                       tail(results + ".resume.trace"))
+    # no step trained twice: each trial resumed from where it was paused
+    assert len(before + after) == len({(r["x"], r["step"]) for r in before + after}), after
     with open(results + ".final") as f:
-        final = f.read()
-    # each trial counted once per rung: no loss, no duplicates, no double promotion
-    assert "t=1: 9 arrived, 0 expected (done) | t=3: 3 arrived, 0 expected (done) | " \
-           "t=9: 1 arrived, 0 expected (done)" in final
-
-
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory):
-    """One killed SHA experiment per API, copied by each test before it damages a file."""
-    made = {}
-
-    def get(api):
-        if api not in made:
-            base = tmp_path_factory.mktemp(f"killed-{api}")
-            start_and_kill(api, str(base / "storage"), str(base / "results.jsonl"), "sha", "after")
-            made[api] = base
-        return made[api]
-    return get
+        assert FINAL_RUNGS[scheduler] in f.read()
 
 
 def damage(experiment, how):
     kind, pattern = how.split(":")
     (path,) = [os.path.join(experiment, f) for f in os.listdir(experiment)
                if f.startswith(pattern)]
-    if kind == "delete":
-        os.remove(path)
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-        with open(path, "wb") as f:
-            f.write(data[:len(data) // 3])
+    damage_file(path, kind)
 
 
-@pytest.mark.parametrize("api, how", [
-    *[("run", how) for how in ["delete:callback-states-", "truncate:callback-states-",
-                               "delete:experiment_state-", "truncate:basic-variant-state-"]],
-    pytest.param("run", "truncate:experiment_state-", marks=SLOW),
-    *[pytest.param("tuner", how, marks=SLOW)
-      for how in ["delete:callback-states-", "truncate:callback-states-",
-                  "delete:experiment_state-", "truncate:experiment_state-",
-                  "truncate:basic-variant-state-"]]])
-def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
-    """A deleted scheduler state is rebuilt from the trials' last results (with a warning naming
-    the file) and gives the uninterrupted run's decisions; any other missing or unreadable state
+@pytest.mark.parametrize("api, scheduler, how", [
+    *[("run", "sha", how) for how in ["delete:callback-states-", "truncate:callback-states-",
+                                      "delete:experiment_state-", "truncate:basic-variant-state-"]],
+    ("tuner", "asha", "delete:callback-states-"),
+    pytest.param("run", "sha", "truncate:experiment_state-", marks=SLOW),
+    *[pytest.param("tuner", "sha", how, marks=SLOW)
+      for how in ["delete:callback-states-", "truncate:callback-states-", "delete:experiment_state-",
+                  "truncate:experiment_state-", "truncate:basic-variant-state-"]],
+    pytest.param("run", "asha", "delete:callback-states-", marks=SLOW)])
+def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, scheduler, how):
+    """A deleted scheduler state is rebuilt from the trials' stored results (with a warning
+    naming the file) and gives the uninterrupted run's decisions (SHA from the last results,
+    ASHA from the result Ray keeps with each checkpoint); any other missing or unreadable state
     file is an error naming it, and nothing trains (Ray alone would start afresh and exit 0)."""
-    shutil.copytree(killed(api), tmp_path / "exp")
-    storage, results = str(tmp_path / "exp" / "storage"), str(tmp_path / "exp" / "results.jsonl")
+    storage, results, reuse = killed(api, scheduler, "after", tmp_path / "exp")
     damage(os.path.join(storage, "killed"), how)
     before = read(results)
-    second = resume(api, storage, results, "sha", reuse=False)
+    second = resume(api, storage, results, scheduler, reuse=reuse)
     with open(results + ".resume.log") as f:
         log = f.read()
     after = read(results)[len(before):]
@@ -214,6 +250,8 @@ def test_missing_or_broken_state_is_never_silent(tmp_path, killed, api, how):
         assert len(warning) == 1 and "callback-states-*.pkl" in warning[0], log[-3000:]
         steps = last_steps(before + after)
         assert steps == EXPECTED_STEPS, (before, after)
+        with open(results + ".final") as f:
+            assert FINAL_RUNGS[scheduler] in f.read()
     else:
         assert second.returncode != 0, log[-3000:]
         error = [line for line in log.splitlines() if line.startswith("RuntimeError:")]

@@ -260,7 +260,7 @@ def test_state_is_versioned_json_and_gives_identical_decisions(cls):
     resume_all(d)
     d.report("t6", 3, 1)
     state = json.loads(json.dumps(s.get_state(), allow_nan=False))
-    assert state["version"] == 1
+    assert state["version"] == 2   # 2: the rung book (rungs.py)
     s2 = cls(metric="m", mode="max", max_t=9, reduction_factor=3)
     s2.set_state(state)
     assert s2.get_state() == state and s2.debug_string() == s.debug_string()

@@ -1,4 +1,5 @@
-"""What every tune-ext scheduler shares: metric/mode/time_attr handling and state save/restore."""
+"""What every tune-ext scheduler shares: metric/mode/time_attr handling, and the adapter from Ray's
+calls to the rung book (restore, reconciliation, state save/load)."""
 from __future__ import annotations
 
 import logging
@@ -9,19 +10,15 @@ from typing import Optional
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from tune_ext.schedulers.rungs import RungBook, TrialEntry
+
 logger = logging.getLogger(__name__)
 
 MODES = ("min", "max")
 STATE_FILES = "callback-states-*.pkl"
-
-
-def encode_score(x: float):
-    """A score as JSON-able data: non-finite values as strings."""
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
-
-
-def decode_score(x) -> float:
-    return float(x)
+# 2: one rung book (rungs.py) for every scheduler; 1 had a structure per scheduler
+STATE_VERSION = 2
+FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 
 # Ray's scheduler arguments: the same meaning under Ray's name, or what to do instead
@@ -143,11 +140,136 @@ class MetricScheduler(TrialScheduler):
                 searcher.set_budget(self._time_attr, self._max_t)
                 return
 
-    # ---- restore without our saved state ----
+    # ---- the rung book, and the Ray trials it stands for ----
+    # Subclasses make the book and say how a new trial joins it (_bracket_for_new_trial), how a
+    # trial's stored results are replayed into it (_replay) and how a restored trial catches up
+    # with its last result (_catch_up); the rest of Ray's protocol around a book lives here.
+    GEOMETRY = "(max_t, min_t, reduction_factor)"
+
+    def _use_book(self, book: RungBook) -> None:
+        self._book = book
+        self._trials: dict[str, TrialEntry] = book.trials   # where each trial stands
+        self._objects: dict[str, Trial] = {}    # live Trial objects; not part of the saved state
+        self._to_resume: list[str] = []         # paused trials to run again, in order
+        self._to_stop: list[str] = []           # trials to stop before they run
+        self._restoring: set[str] = set()       # saved trials Ray has not re-added yet
+        self._restored = False                  # our saved state was loaded (set_state)
+        self._unbooked: list[Trial] = []        # restored without our state: rebuilt first
+
+    def on_trial_add(self, tune_controller, trial: Trial):
+        self._require_metric()
+        self._check_searcher(tune_controller)
+        tid = trial.trial_id
+        self._objects[tid] = trial
+        entry = self._trials.get(tid)
+        if entry is None:
+            self._add_unknown(trial)
+            return
+        if tid in self._restoring:
+            # Experiment restore: reconcile the saved book with the trial Ray hands back.
+            self._restoring.discard(tid)
+            if entry.stopped and trial.status not in FINISHED:
+                # We stopped it, but Ray's snapshot still has it unfinished (Ray does not mark a
+                # trial stopped while PAUSED for its next snapshot): stop it again before it runs.
+                trial.set_status(Trial.PAUSED)
+                self._to_stop.append(tid)
+                return
+            if trial.status in FINISHED:
+                self._ended(tid, stopped=trial.status == Trial.TERMINATED)
+            elif entry.alive:
+                # Ray saves the book with the trial table, but its uploads can leave the two a
+                # step apart: a rung arrival in the trial's last result that the book lacks is
+                # recorded now.
+                if trial.status == Trial.PENDING:
+                    self._catch_up(trial)
+            else:
+                # It had errored and is resumed (resume_errored): back to its rung.
+                self._rejoin(trial)
+                if entry.alive and trial.status == Trial.PENDING:
+                    self._catch_up(trial)
+        else:
+            self._rejoin(trial)   # re-queued after a failure (max_failures)
+        if entry.alive and entry.waiting and trial.status == Trial.PENDING:
+            # Paused in a rung: it stays paused until promoted (Ray re-adds it PENDING; the
+            # controller files the trial under its status only after this hook).
+            trial.set_status(Trial.PAUSED)
+
+    def _add_unknown(self, trial: Trial) -> None:
+        tid = trial.trial_id
+        if not self._restored:
+            if self._unbooked or self._has_history(trial):
+                # Experiment restore without our saved state: collect every trial, rebuild the
+                # book from their stored results before any of them runs (choose_trial_to_run).
+                self._check_rebuildable(trial)
+                self._unbooked.append(trial)
+                if trial.status == Trial.PENDING:
+                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
+                return
+            self._check_not_a_silent_restart(trial)
+        if trial.status in FINISHED:
+            return                 # restored as finished and unknown to us: nothing to schedule
+        self._book.join(tid, self._bracket_for_new_trial())
+        if self._restored and trial.status == Trial.PENDING:
+            # a trial Ray has and our saved book lacks: caught up from its last result
+            self._catch_up(trial)
+            if self._trials[tid].waiting:
+                trial.set_status(Trial.PAUSED)
+
+    def _ended(self, trial_id: str, stopped: bool) -> None:
+        """A restored trial Ray hands back finished while the saved book has it alive (Ray saves
+        the two a moment apart): it leaves its rung, its records stay."""
+        self._book.withdraw(trial_id, forget=False, stopped=stopped)
+
+    def _check_rebuildable(self, trial: Trial) -> None:
+        """Raise if the book cannot be rebuilt from this trial's stored results."""
+
+    def _rebuild(self) -> None:
+        """Restore without saved state: every trial joins a bracket in trial order (creation
+        order), and its stored results are replayed into the book (``_replay``). Trials that must
+        train (alive, not waiting in a rung) are resumed; the rest stay paused."""
+        trials, self._unbooked = sorted(self._unbooked, key=lambda t: t.trial_id), []
+        logger.warning(
+            "%s: no saved scheduler state was restored (%s missing or unreadable); rebuilt the "
+            "rungs from the stored results of the %d restored trials", type(self).__name__,
+            self._state_location(trials[0]), len(trials))
+        for trial in trials:
+            tid = trial.trial_id
+            self._book.join(tid, self._bracket_for_new_trial())
+            if trial.status == Trial.ERROR:
+                self._book.withdraw(tid, forget=False, stopped=False)
+                continue
+            self._replay(trial)
+            if trial.status == Trial.TERMINATED:
+                self._book.withdraw(tid, forget=False, stopped=True)
+        self._to_resume.extend(t.trial_id for t in trials if self._trials[t.trial_id].alive
+                               and not self._trials[t.trial_id].waiting)
+
+    def _stop_queued(self, tune_controller) -> None:
+        """Stop the trials queued for stopping that are not running (a running one gets STOP on
+        its next result)."""
+        for tid in list(self._to_stop):
+            trial = self._objects.get(tid)
+            if trial is None or trial.status in FINISHED:
+                self._to_stop.remove(tid)
+            elif trial.status in (Trial.PAUSED, Trial.PENDING):
+                self._to_stop.remove(tid)
+                tune_controller.stop_trial(trial)
+
+    def _resume_queued(self) -> Optional[Trial]:
+        """The first paused trial queued for resuming that no longer waits in a rung."""
+        for tid in list(self._to_resume):
+            trial = self._objects.get(tid)
+            if trial is None or trial.status != Trial.RUNNING:   # RUNNING: still saving its pause
+                self._to_resume.remove(tid)
+            if trial is not None and trial.status == Trial.PAUSED and \
+                    not self._trials[tid].waiting:
+                return trial
+        return None
+
+    # ---- restore without our saved state: what to say ----
     def _has_history(self, trial: Trial) -> bool:
         """A trial that ran before this driver: only an experiment restore adds such a trial."""
-        return trial.status in (Trial.TERMINATED, Trial.ERROR) or \
-            self._has_keys(getattr(trial, "last_result", None))
+        return trial.status in FINISHED or self._has_keys(getattr(trial, "last_result", None))
 
     def _state_location(self, trial: Trial) -> str:
         """Where SchedulerStateCallback's state lives (for messages): Ray's callback-state file."""
@@ -193,13 +315,13 @@ class MetricScheduler(TrialScheduler):
                 directory, ", ".join(files))
 
     def _knows(self, trial_id: str) -> bool:
-        return trial_id in self._trials
+        return trial_id in self._trials or any(t.trial_id == trial_id for t in self._unbooked)
 
     def verify_restored(self, trials: list) -> None:
         """Called by SchedulerStateCallback at the first step: an unfinished trial that ran before
         this driver and that this scheduler was never handed would run unscheduled (a guard; a
         restore that Ray gives up is caught from its log, see state.py)."""
-        lost = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)
+        lost = [t for t in trials if t.status not in FINISHED
                 and self._has_history(t) and not self._knows(t.trial_id)]
         if lost:
             directory, files = self._earlier_run(lost[0])
@@ -207,31 +329,61 @@ class MetricScheduler(TrialScheduler):
                 directory or "the experiment directory", files or [STATE_FILES],
                 f"{len(lost)} of its trials never reached the scheduler")
 
-    # State that survives a driver restart: JSON-able plain data with a version, no Trial objects.
-    def _check_saved(self, state, version: int, geometry: list) -> None:
-        """ValueError naming the class when saved state is not ours, of another version, or of
-        another geometry (max_t, min_t, eta)."""
+    # ---- state that survives a driver restart: JSON-able plain data with a version ----
+    def _geometry(self) -> list:
+        """The constructor arguments that shape the book; saved state must match them."""
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _set_extra_state(self, state: dict) -> None:
+        pass
+
+    def get_state(self) -> dict:
+        """The book, the queued stops and resumes, and the scheduler's own counters as JSON-able
+        plain data, with a version (no Trial objects, no pickled attributes)."""
+        return {"version": STATE_VERSION, "scheduler": type(self).__name__,
+                "geometry": self._geometry(), "metric": self._metric, "mode": self._mode,
+                "book": self._book.to_data(), "to_resume": list(self._to_resume),
+                "to_stop": list(self._to_stop), **self._extra_state()}
+
+    def set_state(self, state: dict) -> None:
+        """Load ``get_state``'s output; ValueError naming the class for state that is not ours,
+        of another version or geometry, or malformed."""
         name = type(self).__name__
         if not isinstance(state, dict) or "version" not in state:
             raise ValueError(f"{name}: the saved scheduler state is not a tune-ext scheduler state "
                              f"(got {type(state).__name__}); start a new experiment or put back "
-                             f"the matching callback-states-*.pkl")
-        if state["version"] != version:
-            raise ValueError(f"{name}: saved scheduler state has version {state['version']}, this "
-                             f"tune-ext reads version {version}; resume with the tune-ext that "
-                             f"wrote it")
-        if state["geometry"] != geometry:
-            raise ValueError(f"{name}: saved state is for (max_t, min_t, reduction_factor) = "
-                             f"{tuple(state['geometry'])}, this scheduler has {tuple(geometry)}; "
-                             f"construct it with the experiment's arguments")
+                             f"the matching {STATE_FILES}")
+        if state["version"] != STATE_VERSION:
+            raise ValueError(f"{name}: saved scheduler state has version {state['version']!r}, "
+                             f"this tune-ext reads version {STATE_VERSION}; resume with the "
+                             f"tune-ext that wrote it, or start a new experiment")
+        missing = {"geometry", "metric", "mode", "book", "to_resume", "to_stop"} - set(state)
+        if missing:
+            raise ValueError(f"{name}: saved scheduler state lacks {sorted(missing)}; put back "
+                             f"the matching {STATE_FILES} or start a new experiment")
+        if state["geometry"] != self._geometry():
+            raise ValueError(f"{name}: saved state is for {self.GEOMETRY} = "
+                             f"{tuple(state['geometry'])}, this scheduler has "
+                             f"{tuple(self._geometry())}; construct it with the experiment's "
+                             f"arguments")
+        try:
+            book = RungBook.from_data(state["book"])
+        except ValueError as e:
+            raise ValueError(f"{name}: saved scheduler state: {e}") from None
+        if (book.eta, book.ties_by_arrival) != (self._book.eta, self._book.ties_by_arrival):
+            raise ValueError(f"{name}: saved rung book ranks with reduction_factor={book.eta}, "
+                             f"ties_by_arrival={book.ties_by_arrival}; this scheduler with "
+                             f"{self._book.eta}, {self._book.ties_by_arrival}")
         self._metric = self._metric or state["metric"]
         self._mode = self._mode or state["mode"]
-
-    def get_state(self) -> dict:
-        raise NotImplementedError
-
-    def set_state(self, state: dict) -> None:
-        raise NotImplementedError
+        self._use_book(book)
+        self._to_resume, self._to_stop = list(state["to_resume"]), list(state["to_stop"])
+        self._set_extra_state(state)
+        self._restoring = set(book.trials)
+        self._restored = True
 
     def save(self, checkpoint_path: str):
         with open(checkpoint_path, "wb") as f:

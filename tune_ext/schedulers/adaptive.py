@@ -45,22 +45,23 @@ class AdaptiveASHAScheduler(ASHAScheduler):
     def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
                  mode: Optional[str] = None, max_t=100, max_trials: int = 100,
                  aggressiveness: str = "standard", divisor=4, max_rungs: int = 5):
-        super(ASHAScheduler, self).__init__(time_attr, metric, mode)
         plan = [(n, res) for n, res in
                 adaptive_brackets(max_t, max_trials, aggressiveness, divisor, max_rungs) if n > 0]
+        super().__init__(time_attr, metric, mode, max_t=max_t, reduction_factor=divisor,
+                         variant="promotion")
         self._quota = [n for n, _ in plan]
+        self._open_brackets([res for _, res in plan])
         self._counts = [0] * len(plan)
-        self._init(max_t, divisor, "promotion", [res for _, res in plan])
 
-    def get_state(self) -> dict:
-        return {**super().get_state(), "dealt": list(self._counts)}
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        self._counts = list(state["dealt"])
-
-    def _choose_bracket(self) -> int:
+    def _bracket_for_new_trial(self) -> int:
         # the bracket furthest below its share; ties to the most aggressive (lowest index)
         b = min(range(len(self._quota)), key=lambda i: (self._counts[i] / self._quota[i], i))
         self._counts[b] += 1
         return b
+
+    def _extra_state(self) -> dict:
+        return {**super()._extra_state(), "dealt": list(self._counts)}
+
+    def _set_extra_state(self, state: dict) -> None:
+        super()._set_extra_state(state)
+        self._counts = [int(c) for c in state["dealt"]]

@@ -1,8 +1,10 @@
 """Hyperband with the paper's bracket sizes, each bracket run as synchronous successive halving."""
 from __future__ import annotations
 
+from typing import Optional
+
 from tune_ext.schedulers.brackets import hyperband_brackets
-from tune_ext.schedulers.sha import SuccessiveHalvingScheduler, _Bracket
+from tune_ext.schedulers.sha import SuccessiveHalvingScheduler
 
 
 class HyperbandScheduler(SuccessiveHalvingScheduler):
@@ -36,6 +38,7 @@ class HyperbandScheduler(SuccessiveHalvingScheduler):
                  mode="max", scheduler=HyperbandScheduler(max_t=9))
     """
 
-    def _new_band(self) -> list[_Bracket]:
-        return [_Bracket([r for _, r in rungs], rungs[0][0], self._eta)
+    def _new_band(self) -> list[tuple[list[float], Optional[int]]]:
+        """One bracket per s = s_max .. 0: milestones r_i, room for n_0 trials."""
+        return [([r for _, r in rungs], rungs[0][0])
                 for rungs in hyperband_brackets(self._max_t, self._min_t, self._eta)]

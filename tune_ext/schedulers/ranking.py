@@ -12,7 +12,7 @@ Example::
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 
 
 class RankedValues:
@@ -44,7 +44,8 @@ class RankedValues:
 
     def _bump(self, block: int, delta: int) -> None:
         tree, i = self._tree, block + 1
-        while i < len(tree):
+        n = len(tree)
+        while i < n:
             tree[i] += delta
             i += i & -i
 
@@ -57,27 +58,48 @@ class RankedValues:
         return total
 
     def add(self, x: float) -> None:
-        self._len += 1
+        self.insert(x)
+
+    def insert(self, x: float) -> int:
+        """Add x; return how many values recorded before it are strictly greater (one block
+        search serves both: a decision ranks and records a result in one step)."""
         maxes = self._maxes
         if not maxes:
             self._blocks.append([x])
             maxes.append(x)
+            self._len = 1
             self._rebuild()
-            return
+            return 0
         i = bisect_left(maxes, x)
-        if i == len(maxes):
+        if i == len(maxes):            # above every value: append to the last block
             i -= 1
-            self._blocks[i].append(x)
+            block = self._blocks[i]
+            block.append(x)
             maxes[i] = x
+            above = 0
         else:
-            insort(self._blocks[i], x)
-        block = self._blocks[i]
+            block = self._blocks[i]
+            j = bisect_right(block, x)
+            if maxes[i] == x:   # values equal to x may continue in later blocks
+                above = self.count_above(x)
+            else:               # len - (values in blocks before i) - j; the prefix sum inlined
+                above, tree, k = self._len - j, self._tree, i
+                while k:
+                    above -= tree[k]
+                    k -= k & -k
+            block.insert(j, x)
+        self._len += 1
         if len(block) > 2 * self.LOAD:
             self._blocks[i:i + 1] = [block[:self.LOAD], block[self.LOAD:]]
             maxes[i:i + 1] = [block[self.LOAD - 1], block[-1]]
             self._rebuild()
-        else:
-            self._bump(i, 1)
+        else:                   # self._bump(i, 1), inlined
+            tree, k = self._tree, i + 1
+            n = len(tree)
+            while k < n:
+                tree[k] += 1
+                k += k & -k
+        return above
 
     def remove(self, x: float) -> None:
         """Remove one occurrence of x; ValueError if absent."""

@@ -1,97 +1,15 @@
 """Synchronous successive halving (SHA), the building block Hyperband runs bracket by bracket."""
 from __future__ import annotations
 
-import logging
 import math
 from typing import Optional
 
 from ray.tune.experiment import Trial
 
-from tune_ext.schedulers._base import MetricScheduler, decode_score, encode_score, ray_arguments
+from tune_ext.schedulers._base import MetricScheduler, ray_arguments
 from tune_ext.schedulers.brackets import (check_geometry, highest_rung_reached,
-                                          max_bracket_index, rung_resources, survivors)
-
-logger = logging.getLogger(__name__)
-
-STATE_VERSION = 1
-
-
-class _Bracket:
-    """One run of successive halving: n trials, rungs r_0 < .. < r_s, a rung closes when every
-    live trial expected there has arrived; then the top floor(arrived / eta) (at least one) of the
-    live arrivals continue and the rest stop."""
-
-    def __init__(self, resources: list[float], capacity: Optional[int], eta):
-        self.resources = resources
-        self.eta = eta
-        self.capacity = capacity               # None: every trial of the experiment (plain SHA)
-        self.members = 0
-        self.closed = False                    # no more trials will join
-        self.expected = [set() for _ in resources]   # live trials heading to rung i
-        self.arrived = [dict() for _ in resources]   # trial_id -> (score, arrival) at rung i
-        self.done = [False] * len(resources)
-
-    def accepting(self) -> bool:
-        return not self.closed and (self.capacity is None or self.members < self.capacity)
-
-    def join(self, trial_id: str) -> None:
-        self.members += 1
-        self.expected[0].add(trial_id)
-        if self.capacity is not None and self.members >= self.capacity:
-            self.closed = True
-
-    def complete_rungs(self, alive) -> list[tuple[list[str], list[str]]]:
-        """Close every rung that can close now, in order; [(winners, losers)] per closed rung."""
-        out = []
-        for i in range(len(self.resources)):
-            if self.done[i]:
-                continue
-            ready = (self.closed if i == 0 else self.done[i - 1]) and not self.expected[i]
-            if not ready:
-                break
-            self.done[i] = True
-            ranked = sorted(self.arrived[i], key=lambda tid: (-self.arrived[i][tid][0],
-                                                              self.arrived[i][tid][1]))
-            ranked = [tid for tid in ranked if alive(tid)]
-            if i == len(self.resources) - 1:
-                out.append(([], ranked))       # max_t: everyone stops
-                continue
-            keep = survivors(len(self.arrived[i]), self.eta)
-            winners, losers = ranked[:keep], ranked[keep:]
-            # (a rebuilt book already holds the next-rung arrivals of winners that went on)
-            self.expected[i + 1].update(w for w in winners if w not in self.arrived[i + 1])
-            out.append((winners, losers))
-        return out
-
-    def exhausted(self) -> bool:
-        return self.done[-1]
-
-    def to_data(self) -> dict:
-        return {"resources": list(self.resources), "capacity": self.capacity,
-                "members": self.members, "closed": self.closed, "done": list(self.done),
-                "expected": [sorted(e) for e in self.expected],
-                "arrived": [[[tid, encode_score(score), seq] for tid, (score, seq) in a.items()]
-                            for a in self.arrived]}
-
-    @classmethod
-    def from_data(cls, data: dict, eta) -> "_Bracket":
-        bracket = cls(list(data["resources"]), data["capacity"], eta)
-        bracket.members, bracket.closed = data["members"], data["closed"]
-        bracket.done = list(data["done"])
-        bracket.expected = [set(e) for e in data["expected"]]
-        bracket.arrived = [{tid: (decode_score(score), seq) for tid, score, seq in a}
-                           for a in data["arrived"]]
-        return bracket
-
-
-class _TrialState:
-    __slots__ = ("bracket", "rung", "alive", "stopped")
-
-    def __init__(self, bracket: int):
-        self.bracket = bracket
-        self.rung = 0          # the rung this trial is heading to (or waiting in)
-        self.alive = True
-        self.stopped = False   # ended for good (stopped, completed, removed); not by an error
+                                          max_bracket_index, rung_resources)
+from tune_ext.schedulers.rungs import RungBook
 
 
 class SuccessiveHalvingScheduler(MetricScheduler):
@@ -134,224 +52,95 @@ class SuccessiveHalvingScheduler(MetricScheduler):
                               ("time_attr", "metric", "mode", "max_t", "min_t", "reduction_factor"))
         check_geometry(max_t, min_t, reduction_factor)
         self._max_t, self._min_t, self._eta = max_t, min_t, reduction_factor
-        self._brackets: list[_Bracket] = []
-        self._trials: dict[str, _TrialState] = {}
-        self._objects: dict[str, Trial] = {}
-        self._to_resume: list[str] = []
-        self._to_stop: list[str] = []
-        self._seq = 0
+        self._use_book(RungBook(reduction_factor))
         self._bands = 0
-        self._restoring: set[str] = set()
-        self._restored = False
-        self._unsettled: set[int] = set()
-        self._unbooked: list[Trial] = []   # restored without our state: rebuilt before any runs
+        self._unsettled: set[int] = set()   # brackets whose rungs may complete at the next step
 
-    def _new_band(self) -> list[_Bracket]:
-        """Brackets that open when all earlier ones are full: SHA has one, as large as needed."""
+    # ---- brackets: SHA runs one, as large as the experiment ----
+    def _new_band(self) -> list[tuple[list[float], Optional[int]]]:
+        """Brackets (milestones, capacity) that open when all earlier ones are full: SHA has one,
+        with Hyperband's most aggressive rungs and no size limit."""
         s_max = max_bracket_index(self._max_t, self._min_t, self._eta)
-        return [_Bracket(rung_resources(self._max_t, self._eta, s_max), None, self._eta)]
+        return [(rung_resources(self._max_t, self._eta, s_max), None)]
 
     def _bracket_for_new_trial(self) -> int:
-        for b, bracket in enumerate(self._brackets):
-            if bracket.accepting():
+        book = self._book
+        for b in range(len(book.brackets)):
+            if book.accepting(b):
                 return b
         self._bands += 1
-        self._brackets.extend(self._new_band())
+        for milestones, capacity in self._new_band():
+            book.open_bracket(milestones, capacity)
         return self._bracket_for_new_trial()
 
-    def on_trial_add(self, tune_controller, trial: Trial):
-        self._require_metric()
-        self._check_searcher(tune_controller)
-        self._objects[trial.trial_id] = trial
-        state = self._trials.get(trial.trial_id)
-        if state is None and not self._restored:
-            if self._unbooked or self._has_history(trial):
-                # Experiment restore without our saved state: collect every trial, rebuild the
-                # rungs from their last results before any of them runs (choose_trial_to_run).
-                self._unbooked.append(trial)
-                if trial.status == Trial.PENDING:
-                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
-                return
-            self._check_not_a_silent_restart(trial)
-        if state is None and trial.status in (Trial.TERMINATED, Trial.ERROR):
-            return                 # restored as finished and unknown to us: nothing to schedule
-        if state is None:
-            b = self._bracket_for_new_trial()
-            state = self._trials[trial.trial_id] = _TrialState(b)
-            self._brackets[b].join(trial.trial_id)
-            if self._restored and trial.status == Trial.PENDING:
-                self._catch_up(trial, state)
-            return
-        bracket = self._brackets[state.bracket]
-        if trial.trial_id in self._restoring:
-            # Experiment restore. Ray saves our state with the trial table, but its uploads can
-            # leave the two a step apart: a rung arrival in the trial's last result that our
-            # state lacks is recorded now. A paused trial stays paused (Ray re-adds it PENDING).
-            self._restoring.discard(trial.trial_id)
-            if state.stopped and trial.status not in (Trial.TERMINATED, Trial.ERROR):
-                # We stopped it, but Ray's snapshot still has it unfinished (Ray does not mark a
-                # trial stopped while PAUSED for its next snapshot): stop it again before it runs.
-                trial.set_status(Trial.PAUSED)
-                self._to_stop.append(trial.trial_id)
-                return
-            if trial.status in (Trial.TERMINATED, Trial.ERROR):
-                return
-            if state.alive:
-                if trial.status == Trial.PENDING and not bracket.done[state.rung]:
-                    self._catch_up(trial, state)
-                    if trial.trial_id in bracket.arrived[state.rung]:
-                        trial.set_status(Trial.PAUSED)   # filed under its status after this hook
-                return
-            # It had errored and is resumed (resume_errored): a re-queue, as below.
-        # Re-queued after a failure (max_failures): back to the rung it was heading to, if that
-        # rung has not completed without it meanwhile.
-        state.alive = True
-        if bracket.done[state.rung]:
-            state.alive = False
-            state.stopped = True
-            self._to_stop.append(trial.trial_id)
-        else:
-            bracket.arrived[state.rung].pop(trial.trial_id, None)
-            bracket.expected[state.rung].add(trial.trial_id)
-
-    def _catch_up(self, trial: Trial, state: _TrialState) -> None:
-        bracket, tid = self._brackets[state.bracket], trial.trial_id
-        if tid in bracket.arrived[state.rung] or not self._has_keys(trial.last_result):
-            return
-        t, score = self._read(trial.last_result)
-        if bracket.resources[state.rung] <= t < self._max_t:
-            self._seq += 1
-            bracket.arrived[state.rung][tid] = (score, self._seq)
-            bracket.expected[state.rung].discard(tid)
-            self._unsettled.add(state.bracket)
-
+    # ---- Algorithm 1: a trial reaching its rung waits there until the rung is complete ----
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         t, score = self._read(result)
-        state = self._trials[trial.trial_id]
-        if state.stopped:
+        tid, book = trial.trial_id, self._book
+        entry = self._trials[tid]
+        if entry.stopped:
             return self.STOP
-        bracket = self._brackets[state.bracket]
-        if t < bracket.resources[state.rung]:
+        if entry.waiting:      # already arrived in its rung (a restored trial Ray ran anyway)
+            return self.PAUSE
+        rung, milestones = entry.rung + 1, book.milestones(tid)
+        if t < milestones[rung]:
             return self.STOP if t >= self._max_t else self.CONTINUE
-        # Arrival (a result may overstep the rung; it still is ranked in the rung it waits in).
-        tid, rung = trial.trial_id, state.rung
-        self._seq += 1
-        bracket.arrived[rung][tid] = (score, self._seq)
-        bracket.expected[rung].discard(tid)
-        decision = self._settle(bracket, reporter=tid).get(tid)
+        # Arrival (a result may overstep the rung; it is ranked in the rung it was heading to).
+        book.record(tid, rung, score, wait=True)
+        decision = self._settle(entry.bracket, reporter=tid).get(tid)
         if decision is not None:
             return decision
-        return self.STOP if rung == len(bracket.resources) - 1 else self.PAUSE
+        return self.STOP if rung == len(milestones) - 1 else self.PAUSE
 
-    def _settle(self, bracket: _Bracket, reporter: Optional[str] = None) -> dict[str, str]:
-        """Close what can close; queue resumes and stops of the paused trials; return the
-        decisions by trial id (the reporting trial gets its decision directly, not queued)."""
+    def _settle(self, bracket: int, reporter: Optional[str] = None) -> dict[str, str]:
+        """Close what can close: the top floor(n / eta) (at least one) of a complete rung continue,
+        the rest stop. Queue resumes and stops of the paused trials; return the decisions by trial
+        id (the reporting trial gets its decision directly, not queued)."""
         decisions = {}
-        for winners, losers in bracket.complete_rungs(lambda tid: self._trials[tid].alive):
+        for winners, losers in self._book.complete_rungs(bracket):
             for tid in winners:
-                self._trials[tid].rung += 1
                 decisions[tid] = self.CONTINUE
                 if tid != reporter:
                     self._to_resume.append(tid)
             for tid in losers:
-                self._trials[tid].alive = False
-                self._trials[tid].stopped = True
                 decisions[tid] = self.STOP
                 if tid != reporter:
                     self._to_stop.append(tid)
         return decisions
 
-    def _rebuild(self) -> None:
-        """Restore without saved state: replay each trial's last result in trial order. A trial
-        records an arrival in every rung up to the highest its last result reached (its score
-        there; +inf in the rungs below, which it must have won to get further), then the rungs
-        that can close are decided again: the rung-k losers are exactly the trials whose last
-        result sits in rung k, ranked by the same scores as when they arrived."""
-        trials, self._unbooked = sorted(self._unbooked, key=lambda t: t.trial_id), []
-        logger.warning(
-            "%s: no saved scheduler state was restored (%s missing or unreadable); rebuilt the "
-            "rungs from the last results of the %d restored trials", type(self).__name__,
-            self._state_location(trials[0]), len(trials))
-        touched = set()
-        for trial in trials:
-            tid = trial.trial_id
-            b = self._bracket_for_new_trial()
-            bracket, state = self._brackets[b], _TrialState(b)
-            self._trials[tid] = state
-            bracket.join(tid)
-            touched.add(b)
-            if trial.status == Trial.ERROR:
-                state.alive = False
-                bracket.expected[0].discard(tid)
-                continue
-            if self._has_keys(trial.last_result):
-                t, score = self._read(trial.last_result)
-                top = highest_rung_reached(bracket.resources, t)
-                for k in range(top + 1):
-                    self._seq += 1
-                    bracket.arrived[k][tid] = (score if k == top else math.inf, self._seq)
-                if top >= 0:
-                    bracket.expected[0].discard(tid)
-            if trial.status == Trial.TERMINATED:
-                state.alive, state.stopped = False, True
-                bracket.expected[0].discard(tid)
-        for b in sorted(touched):
-            self._settle(self._brackets[b])
-        # Resume what must train (a live trial not yet arrived in the rung it is heading to);
-        # choose_trial_to_run skips those that wait in a rung.
-        self._to_resume.extend(t.trial_id for t in trials if self._trials[t.trial_id].alive)
-
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
         if self._unbooked:
             self._rebuild()
         for b in sorted(self._unsettled):
-            self._settle(self._brackets[b])
+            self._settle(b)
         self._unsettled.clear()
         if tune_controller.search_alg.is_finished():
-            for bracket in self._brackets:
-                if not bracket.closed:
-                    bracket.closed = True
-                    self._settle(bracket)
-        for tid in list(self._to_stop):
-            trial = self._objects.get(tid)
-            if trial is None or trial.status in (Trial.TERMINATED, Trial.ERROR):
-                self._to_stop.remove(tid)
-            elif trial.status in (Trial.PAUSED, Trial.PENDING):
-                self._to_stop.remove(tid)
-                tune_controller.stop_trial(trial)
-        for tid in list(self._to_resume):
-            trial = self._objects.get(tid)
-            if trial is None or trial.status != Trial.RUNNING:   # RUNNING: still saving its pause
-                self._to_resume.remove(tid)
-            if trial is not None and trial.status == Trial.PAUSED and not self._waits(tid):
-                return trial
+            for b in range(len(self._book.brackets)):
+                if self._book.close(b):   # no further trial: rung 0 may be complete now
+                    self._settle(b)
+        self._stop_queued(tune_controller)
+        trial = self._resume_queued()
+        if trial is not None:
+            return trial
         for trial in tune_controller.get_trials():
             if trial.status == Trial.PENDING:
                 return trial
         return None
 
-    def _knows(self, trial_id: str) -> bool:
-        return trial_id in self._trials or any(t.trial_id == trial_id for t in self._unbooked)
-
-    def _waits(self, trial_id: str) -> bool:
-        """Paused in the rung it has arrived at, until that rung completes."""
-        state = self._trials[trial_id]
-        return trial_id in self._brackets[state.bracket].arrived[state.rung]
-
+    # ---- trials that leave: the rung completes without them ----
     def _leave(self, trial_id: str, settle: bool = True, stopped: bool = True) -> None:
-        state = self._trials.get(trial_id)
-        if state is None:
+        entry = self._trials.get(trial_id)
+        if entry is None:
             return
-        state.stopped = state.stopped or stopped
-        if not state.alive:
-            return
-        state.alive = False
-        bracket = self._brackets[state.bracket]
-        bracket.expected[state.rung].discard(trial_id)
+        # its record stays: the rung's survivors are counted from every arrival
+        self._book.withdraw(trial_id, forget=False, stopped=stopped)
         if settle:
-            self._settle(bracket)   # the rung may be complete without it
+            self._settle(entry.bracket)   # the rung may be complete without it
         else:
-            self._unsettled.add(state.bracket)
+            self._unsettled.add(entry.bracket)
+
+    def _ended(self, trial_id: str, stopped: bool) -> None:
+        self._leave(trial_id, settle=False, stopped=stopped)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict):
         self._leave(trial.trial_id)
@@ -366,36 +155,61 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         self._leave(trial.trial_id)
         self._objects.pop(trial.trial_id, None)
 
+    def _rejoin(self, trial: Trial) -> None:
+        """Back after a failure: to the rung it was heading to or waiting in, arriving there
+        again, unless that rung has completed without it meanwhile."""
+        tid = trial.trial_id
+        entry = self._trials[tid]
+        if self._book.rung_done(entry.bracket, self._book.position(tid)):
+            self._book.withdraw(tid, forget=False, stopped=True)
+            self._to_stop.append(tid)
+        else:
+            self._book.revive(tid, forget=True)
+
+    # ---- restore ----
+    def _catch_up(self, trial: Trial) -> None:
+        """Record a rung arrival that the trial's last result has and the book lacks."""
+        tid, book = trial.trial_id, self._book
+        entry = self._trials[tid]
+        rung = book.position(tid)
+        if entry.waiting or book.rung_done(entry.bracket, rung) \
+                or not self._has_keys(trial.last_result):
+            return
+        t, score = self._read(trial.last_result)
+        if book.milestones(tid)[rung] <= t < self._max_t:
+            book.record(tid, rung, score, wait=True)
+            self._unsettled.add(entry.bracket)
+
+    def _replay(self, trial: Trial) -> None:
+        """A trial's last result is its score in the highest rung it reached; it won every rung
+        below (+inf there). Deciding the rungs again then stops exactly the trials whose last
+        result sits in a rung they lost, ranked by the same scores as when they arrived."""
+        tid = trial.trial_id
+        self._unsettled.add(self._trials[tid].bracket)
+        if not self._has_keys(trial.last_result):
+            return
+        t, score = self._read(trial.last_result)
+        top = highest_rung_reached(self._book.milestones(tid), t)
+        for k in range(top + 1):
+            self._book.record(tid, k, score if k == top else math.inf, wait=True)
+
     def debug_string(self) -> str:
-        lines = [f"{type(self).__name__}: {len(self._brackets)} brackets in {self._bands} bands"]
-        for b, br in enumerate(self._brackets):
+        brackets = self._book.brackets
+        lines = [f"{type(self).__name__}: {len(brackets)} brackets in {self._bands} bands"]
+        for b, br in enumerate(brackets):
             size = "all" if br.capacity is None else br.capacity
             rungs = " | ".join(
-                f"t={r:g}: {len(br.arrived[i])} arrived, {len(br.expected[i])} expected"
-                + (" (done)" if br.done[i] else "") for i, r in enumerate(br.resources))
+                f"t={r.milestone:g}: {len(r)} arrived, {r.num_heading} expected"
+                + (" (done)" if br.done[i] else "") for i, r in enumerate(br.rungs))
             lines.append(f"  bracket {b} ({br.members}/{size} trials): {rungs}")
         return "\n".join(lines)
 
-    def get_state(self) -> dict:
-        """The brackets, rungs and trial states as JSON-able plain data, with a version."""
-        return {"version": STATE_VERSION, "geometry": [self._max_t, self._min_t, self._eta],
-                "metric": self._metric, "mode": self._mode, "seq": self._seq,
-                "bands": self._bands, "brackets": [b.to_data() for b in self._brackets],
-                "trials": {tid: [st.bracket, st.rung, st.alive, st.stopped]
-                           for tid, st in self._trials.items()},
-                "to_resume": list(self._to_resume), "to_stop": list(self._to_stop),
-                "unsettled": sorted(self._unsettled)}
+    # ---- state ----
+    def _geometry(self) -> list:
+        return [self._max_t, self._min_t, self._eta]
 
-    def set_state(self, state: dict) -> None:
-        self._check_saved(state, STATE_VERSION, [self._max_t, self._min_t, self._eta])
-        self._seq, self._bands = state["seq"], state["bands"]
-        self._brackets = [_Bracket.from_data(b, self._eta) for b in state["brackets"]]
-        self._trials = {}
-        for tid, (bracket, rung, alive, stopped) in state["trials"].items():
-            st = self._trials[tid] = _TrialState(bracket)
-            st.rung, st.alive, st.stopped = rung, alive, stopped
-        self._to_resume, self._to_stop = list(state["to_resume"]), list(state["to_stop"])
-        self._unsettled = set(state["unsettled"])
-        self._objects, self._unbooked = {}, []
-        self._restoring = set(self._trials)
-        self._restored = True
+    def _extra_state(self) -> dict:
+        return {"bands": self._bands, "unsettled": sorted(self._unsettled)}
+
+    def _set_extra_state(self, state: dict) -> None:
+        self._bands, self._unsettled = int(state["bands"]), set(state["unsettled"])

@@ -48,8 +48,10 @@ class SchedulerStateCallback(Callback):
     exactly as old as the trial table it goes with; on restore the scheduler reconciles it with
     the trials Ray hands back (stopped trials are stopped again, paused ones stay paused, a rung is
     never recorded twice). If Ray cannot read a saved file and would start afresh, ``setup``
-    raises a RuntimeError naming it; a missing callback-states file makes SHA/Hyperband rebuild
-    their rungs from the trials' last results (with a warning) and ASHA raise.
+    raises a RuntimeError naming it; a missing callback-states file makes the scheduler rebuild
+    its rung book from the trials' stored results, with a warning (SHA/Hyperband from the last
+    results; ASHA from the result Ray keeps with each checkpoint, an error naming the file when
+    those miss an iteration).
 
     Example::
 

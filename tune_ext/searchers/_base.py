@@ -144,6 +144,23 @@ class SpaceSearcher(Searcher):
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self.get_state(), f)
 
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Ray's experiment restore: the newest ``searcher-state-*.pkl`` in ``checkpoint_dir``.
+        When it is missing or unreadable Ray logs the error and carries on: ``tune.run(resume=
+        True)`` would start the experiment afresh, ``Tuner.restore`` with no search space. The
+        failure is kept and raised by the first ``suggest`` instead, naming the file."""
+        try:
+            super().restore_from_dir(checkpoint_dir)
+        except ValueError as e:       # unreadable: restore() named the file
+            self._unrestored = str(e)
+            raise
+        except Exception as e:        # Ray found no searcher-state-*.pkl
+            self._unrestored = (f"{type(self).__name__}: this experiment's searcher state "
+                                f"{self.CKPT_FILE_TMPL.format('*')} is missing from "
+                                f"{checkpoint_dir} ({type(e).__name__}: {e}); put back the file "
+                                f"and resume again, or start a new experiment under another name")
+            raise
+
     def restore(self, checkpoint_path: str) -> None:
         try:
             with open(checkpoint_path, "rb") as f:
@@ -191,6 +208,12 @@ class SpaceSearcher(Searcher):
 
     def _check_ready(self) -> None:
         name = type(self).__name__
+        unrestored = getattr(self, "_unrestored", None)
+        if unrestored:
+            raise RuntimeError(
+                f"{unrestored}. (Without it Ray would go on with a fresh search that discards "
+                f"what was learnt, under tune.run(resume=True), or with no search space, under "
+                f"Tuner.restore.)")
         if self._space is None:
             raise ValueError(f"{name}: no search space: pass `space=` or Ray Tune domains in the "
                              "config/param_space (after Tuner.restore this means Ray could not "
