@@ -56,11 +56,9 @@ def _gradient(method: str):
         if starts is None:
             search_alg = _random_variants(seed)
         else:  # every concurrent FDS chain from its own point of the space, the paper's first
-            from tune_ext.searchers import RandomSearch
-
             space, first = starts
             config = {**_without_inits(config), "start": space}
-            search_alg = RandomSearch(seed=seed, points_to_evaluate=[{"start": first}])
+            search_alg = _ours_random(seed, points_to_evaluate=[{"start": first}])
         return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
                 "search_alg": search_alg, "num_samples": UNLIMITED}
     return build
