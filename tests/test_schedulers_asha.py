@@ -252,3 +252,44 @@ def test_state_is_versioned_json_and_gives_identical_decisions(make):
         if da == "STOP":
             live.discard(tid)
     assert a.debug_string() == b.debug_string()
+
+
+def test_restored_scheduler_starts_pending_trials_in_join_order():
+    """Ray's restore re-adds trials in no fixed order (its snapshot comes from a set); ASHA's
+    decisions depend on arrival order, so the restored scheduler starts the pending trials in the
+    order they first joined. Uninterrupted, one worker, in ORDER: 0.9, 0.7, 0.8 reach t=3 and
+    0.9 reaches 9. Started in the order one restore by Ray re-added them (REDONE), 0.6 would be
+    promoted (it is in the top 2 of 0.5, 0.2, 0.9, 0.6, 0.1, 0.3)."""
+    order = [0.5, 0.2, 0.9, 0.1, 0.7, 0.3, 0.8, 0.4, 0.6]
+    value = {f"t{i}": x for i, x in enumerate(order)}
+    redone = [0.9, 0.2, 0.5, 0.6, 0.1, 0.3, 0.7, 0.4, 0.8]
+
+    def work(driver, trial):
+        """One worker trains the trial until the scheduler pauses or stops it."""
+        while True:
+            t = trial.last_result.get("training_iteration", 0) + 1
+            trial.last_result = {"training_iteration": t}
+            if driver.report(trial.trial_id, t, value[trial.trial_id]) != C:
+                return
+
+    first = Driver(ASHAScheduler(metric="m", mode="max", max_t=9))
+    first.add(*value)
+    for _ in range(3):     # 0.5 and 0.2 pause in rung 0; 0.9 is promoted and trains on
+        work(first, first.choose())
+        if first.trials["t2"].status == Trial.PAUSED:
+            break
+    state = first.scheduler.get_state()    # killed here: 0.9 waits in rung 1
+
+    second = Driver(ASHAScheduler(metric="m", mode="max", max_t=9))
+    second.scheduler.set_state(state)
+    second.search_alg.finished = True
+    for tid in (f"t{order.index(x)}" for x in redone):
+        trial = second.trials[tid] = first.trials[tid]
+        if trial.status != Trial.PAUSED:
+            trial.status = Trial.PENDING
+        second.scheduler.on_trial_add(second, trial)
+    while (trial := second.choose()) is not None:
+        work(second, trial)
+    assert {value[tid]: trial.last_result.get("training_iteration")
+            for tid, trial in second.trials.items()} == \
+        {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1, 0.6: 1}

@@ -155,6 +155,24 @@ class MetricScheduler(TrialScheduler):
         self._restoring: set[str] = set()       # saved trials Ray has not re-added yet
         self._restored = False                  # our saved state was loaded (set_state)
         self._unbooked: list[Trial] = []        # restored without our state: rebuilt first
+        self._start_order: Optional[dict[str, int]] = None   # after a restore: join order
+
+    def _pending(self, tune_controller) -> tuple[Optional[Trial], bool]:
+        """(the PENDING trial to start next, whether any trial is RUNNING). Trials start in the
+        order they joined the book: Ray adds trials in that order, but a restore hands them back
+        in no fixed order (its snapshot comes from a set), and an asynchronous scheduler's
+        decisions depend on the order results arrive. Trials the book never saw come after."""
+        first, busy, rank = None, False, self._start_order
+        best = math.inf
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PENDING:
+                if rank is None:
+                    return trial, busy
+                position = rank.get(trial.trial_id, len(rank))
+                if position < best:
+                    first, best = trial, position
+            busy = busy or trial.status == Trial.RUNNING
+        return first, busy
 
     def on_trial_add(self, tune_controller, trial: Trial):
         self._require_metric()
@@ -228,6 +246,7 @@ class MetricScheduler(TrialScheduler):
         order), and its stored results are replayed into the book (``_replay``). Trials that must
         train (alive, not waiting in a rung) are resumed; the rest stay paused."""
         trials, self._unbooked = sorted(self._unbooked, key=lambda t: t.trial_id), []
+        self._start_order = {t.trial_id: i for i, t in enumerate(trials)}
         logger.warning(
             "%s: no saved scheduler state was restored (%s missing or unreadable); rebuilt the "
             "rungs from the stored results of the %d restored trials", type(self).__name__,
@@ -383,6 +402,7 @@ class MetricScheduler(TrialScheduler):
         self._to_resume, self._to_stop = list(state["to_resume"]), list(state["to_stop"])
         self._set_extra_state(state)
         self._restoring = set(book.trials)
+        self._start_order = {tid: i for i, tid in enumerate(book.trials)}
         self._restored = True
 
     def save(self, checkpoint_path: str):

@@ -153,11 +153,9 @@ class ASHAScheduler(MetricScheduler):
                     self._promote(tid)
                     self._promoting = tid
                     return trial
-        busy = False
-        for trial in tune_controller.get_trials():
-            if trial.status == Trial.PENDING:
-                return trial
-            busy = busy or trial.status == Trial.RUNNING
+        trial, busy = self._pending(tune_controller)
+        if trial is not None:
+            return trial
         if self._variant == "promotion" and not busy and tune_controller.search_alg.is_finished():
             self._stop_unpromotable(tune_controller)
         return None

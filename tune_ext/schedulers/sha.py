@@ -122,10 +122,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         trial = self._resume_queued()
         if trial is not None:
             return trial
-        for trial in tune_controller.get_trials():
-            if trial.status == Trial.PENDING:
-                return trial
-        return None
+        return self._pending(tune_controller)[0]
 
     # ---- trials that leave: the rung completes without them ----
     def _leave(self, trial_id: str, settle: bool = True, stopped: bool = True) -> None:
