@@ -84,6 +84,34 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     assert straight[-1]["momentum_0"] > 0  # the hyperparameters did move
 
 
+def test_an_ensemble_averages_the_hypergradients_of_its_seeds(tmp_path):
+    """ensemble=3: the outer step takes the mean of three inner runs' hypergradients; run i is the
+    run of the same trial with seed + i (its initial weights and batch order), so each is checked
+    against a trial of its own. The trial reports its own (first) run's scores, and a checkpoint
+    restores every member's batch order."""
+    cfg = {**FDS, "n_lr_windows": 2, "lr_init": 0.05, "momentum_step": 0.05, "outer_steps": 2,
+           "batch_size": 256}
+    ens = FDSTrainable(config={**cfg, "ensemble": 3})
+    first = ens.train()
+    singles, results = [], []
+    for i in range(3):
+        single = FDSTrainable(config={**cfg, "seed": cfg["seed"] + i})
+        results.append(single.train())
+        singles.append(single.hypergrads)
+        single.stop()
+    own = results[0]
+    for name, g in ens.hypergrads.items():
+        assert torch.allclose(g, sum(s[name] for s in singles) / 3, rtol=1e-6, atol=1e-9), name
+        assert not torch.allclose(g, singles[0][name])   # the seeds do differ
+    assert {k: first[k] for k in KEYS} == {k: own[k] for k in KEYS}   # ... the first run's scores
+    assert first["inner_steps"] == 3 * own["inner_steps"]
+    straight = run_direct({**cfg, "ensemble": 3}, 2)
+    resumed = run_direct({**cfg, "ensemble": 3}, 2, checkpoint_at=1, tmp_path=tmp_path)
+    assert [{k: r[k] for k in KEYS} for r in resumed] == [{k: r[k] for k in KEYS} for r in straight]
+    assert resumed[-1]["hypergrad_norm_lr"] == pytest.approx(straight[-1]["hypergrad_norm_lr"], rel=1e-6)
+    ens.stop()
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"method": "grid"}, "method.*fds, oho, hd"),
     ({"inner_epochs": 0}, "inner_epochs"),
@@ -122,6 +150,8 @@ def test_checkpoint_restore_continues_exactly(method, tmp_path):
     ({"backtrack_shrink": 1.0}, r"backtrack_shrink.*\(0, 1\)"),
     ({"backtrack_shrinc": 0.5}, "did you mean 'backtrack_shrink'"),
     ({"method": "oho", "n_lr_windows": 1, "collapse_ratio": 3.0}, "FDS's safeguard"),
+    ({"ensemble": 0}, "ensemble.*positive int"),
+    ({"method": "hd", "n_lr_windows": 1, "ensemble": 2}, "ensemble.*'hd' has no inner runs"),
 ])
 def test_bad_config_names_the_key(bad, match):
     config = {k: v for k, v in {**FDS, **bad}.items() if v is not None}  # None: drop the key

@@ -30,6 +30,7 @@ DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "beta1": 0.05, "weight_decay": 1e-4
 
 
 SAFEGUARD_KEYS = ("backtrack", "collapse_ratio", "backtrack_shrink")  # FDS only
+FDS_KEYS = ("ensemble", *SAFEGUARD_KEYS)
 
 
 def _hparam_keys(h):
@@ -38,7 +39,7 @@ def _hparam_keys(h):
 
 KEYS = (*TASK_KEYS, "method", "optimizer", "per_layer", "inner_epochs", "outer_steps",
         "outer_optimizer", "clip", "hyper_every", "reset_every", "val_batch_size", "compile",
-        "derivative", "start", *SAFEGUARD_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
+        "derivative", "start", *FDS_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class HypergradConfig:
     backtrack: bool = False
     collapse_ratio: float | None = None
     backtrack_shrink: float = 0.5
+    ensemble: int = 1
 
     @classmethod
     def from_config(cls, config: dict) -> "HypergradConfig":
@@ -123,7 +125,7 @@ class HypergradConfig:
         return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
                    _flag(config, "compile", False), _choice(config, "derivative", DERIVATIVES, "jvp"),
-                   *_safeguard(config, method))
+                   *_safeguard(config, method), _ensemble(config, method))
 
 
 START_KEYS = ("momentum", "weight_decay")  # and lr_0 .. lr_{k-1}: SupervisedTrainable's schedule
@@ -155,7 +157,8 @@ def _start(config, optimizer) -> dict:
 
 
 def _safeguard(config, method):
-    """``backtrack``, ``collapse_ratio``, ``backtrack_shrink``: FDS's safeguard (``Safeguard``)."""
+    """``backtrack``, ``collapse_ratio``, ``backtrack_shrink``: FDS's safeguard (``Safeguard``
+    checks the values; its errors are told under the config's key names)."""
     if method != "fds":
         for key in (k for k in SAFEGUARD_KEYS if k in config):
             raise ValueError(f"config[{key!r}] is FDS's safeguard against lost inner runs; method "
@@ -164,13 +167,21 @@ def _safeguard(config, method):
     ratio = config.get("collapse_ratio", 2.0)
     if ratio is not None:
         ratio = non_negative(config, "collapse_ratio", 2.0)
-        if not ratio > 1:
-            raise ValueError(f"config['collapse_ratio'] must be > 1 (a multiple of the best run's "
-                             f"validation loss) or None (divergence only), got {ratio}")
     shrink = non_negative(config, "backtrack_shrink", 0.5)
-    if not 0 < shrink < 1:
-        raise ValueError(f"config['backtrack_shrink'] must be in (0, 1), got {shrink}")
+    for key, args in (("collapse_ratio", (ratio, 0.5)), ("backtrack_shrink", (2.0, shrink))):
+        try:
+            Safeguard(*args)
+        except ValueError as e:
+            raise ValueError(f"config[{key!r}]: {e}") from None
     return _flag(config, "backtrack", True), ratio, shrink
+
+
+def _ensemble(config, method) -> int:
+    """``ensemble``: inner runs per FDS outer step, each from its own seed, hypergradients averaged."""
+    if method != "fds" and "ensemble" in config:
+        raise ValueError(f"config['ensemble'] averages the hypergradients of several FDS inner runs; "
+                         f"method {method!r} has no inner runs")
+    return positive_int(config, "ensemble", 1)
 
 
 def _choice(config, key, choices, default):
@@ -229,6 +240,11 @@ class FDSTrainable(ReusableTrainable):
     ``derivative`` ["jvp"] | "hvp": how each step's tangent is formed (``hypergrad.engine.Trainer``:
     the same hypergradients by forward-over-reverse or reverse-over-reverse second derivatives).
 
+    ``ensemble`` [1] ("fds" only): inner runs per outer step, each from its own seed (initial
+    weights and batch order; run i is the run of this trial with ``seed + i``); the outer update
+    takes the mean of their hypergradients (lower variance, S times the cost), and the trial
+    reports the first run's scores.
+
     Safeguard ("fds" only; ``tune_ext.hypergrad.safeguard``): ``backtrack`` [True] watches every
     inner run at each epoch end and stops it as soon as it is lost: its validation loss is not
     finite (diverged) or above ``collapse_ratio`` [2.0; None: divergence only] x the validation
@@ -253,9 +269,8 @@ class FDSTrainable(ReusableTrainable):
     ``SupervisedTrainable``: no accuracy for float targets; of the inner run, for
     "fds" with the hyperparameters reported alongside), ``lr_0 ..``, ``momentum_0 ..``,
     ``weight_decay_0 ..``, ``hypergrad_norm_<name>`` (absent after a lost run), ``skipped_updates``;
-    "fds" also ``inner_steps`` (the steps the inner run took), ``inner_lost`` (None, "diverged" or
-    "collapsed") and ``n_backtracks`` (so far). Checkpoints the
-    hyperparameters, the outer optimiser's state, the safeguard's best run and the shuffling RNG
+    "fds" also ``inner_steps`` (the steps its inner runs took, all ensemble members), ``inner_lost``
+    (None, "diverged" or "collapsed") and ``n_backtracks`` (so far). Checkpoints the hyperparameters, the outer optimiser's state, the safeguard's best run and the shuffling RNG
     (and, online, the model, its velocity and the forward-mode influence), so PAUSE or failure
     resumes the same run.
 
@@ -345,10 +360,17 @@ class FDSTrainable(ReusableTrainable):
 class FDSOuterSteps:
     """FDS: one ``step()`` is a whole inner run from the same initial weights, then one outer update.
 
+    With ``ensemble`` = S > 1 an outer step is S inner runs of the same hyperparameters, each
+    from its own seed (initial weights and batch order; the first is the trial's), and the outer
+    update takes the mean of their hypergradients: an estimate of the expected hypergradient over
+    seeds with 1/S of one run's variance, at S times the cost. The trial reports the first run's
+    scores.
+
     With ``backtrack`` (the default) a ``Safeguard`` watches the run at every epoch end: a run that
     diverges or collapses stops there, the hyperparameters go back to the best run's and the
     step sizes of the entries that moved away from them shrink; with nothing to go back to, the
-    trial ends (``done``).
+    trial ends (``done``). The safeguard follows the first run; the others are judged by the same
+    rule (``Safeguard.check``), and one lost run loses the step.
     """
 
     def __init__(self, trainable: FDSTrainable):
@@ -357,23 +379,29 @@ class FDSOuterSteps:
         self.limit = hc.outer_steps
         self.guard = Safeguard(hc.collapse_ratio, hc.backtrack_shrink) if hc.backtrack else None
         self.ended = False
+        seed = trainable.task.seed
+        # member 0 is the trial itself (its model and shuffling); the others are seeded after it
+        self.members = [(trainable.model, trainable.shuffle)] + [
+            (trainable.parts.new_model(seed + i), torch.Generator().manual_seed(seed + i))
+            for i in range(1, hc.ensemble)]
 
     def step(self) -> dict:
         tr, hc = self.tr, self.tr.hc
         epochs = hc.inner_epochs[min(tr.done_steps, len(hc.inner_epochs) - 1)]
-        indices = [idx for _ in range(epochs) for idx in tr.epoch_batches()]
-        batches = IndexedBatches(tr.data.x_train, tr.data.y_train, indices)
         used = self.hparams
-        watch = {}
-        if self.guard is not None:  # checked at every epoch end (fractions of the run)
-            judge = self.guard.begin(used)
-            watch = {"watch": lambda step, loss: judge(step / len(batches), loss),
-                     "watch_every": len(indices) // epochs}
-        run = forward_run(tr.model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), used,
-                          update=tr.engine["update"], train_loss=tr.engine["train_loss"],
-                          compile=hc.compile, derivative=hc.derivative, **watch)
+        guard = self.guard
+        runs, lost = [], False
+        for i, (model, shuffle) in enumerate(self.members):
+            watch = None if guard is None else guard.begin(used) if i == 0 else guard.check
+            run = self._inner_run(model, shuffle, epochs, used, watch)
+            runs.append(run)
+            lost = run.stopped or (guard is not None and guard.check(1.0, run.val_loss))
+            if lost:
+                break
+        if guard is not None and not lost:
+            guard.finish(runs[0].val_loss)   # the trial's own run: the best so far if lowest
+        run = runs[0]
         tr.eval_model.load_state_dict({**run.weights, **run.buffers})
-        lost = self.guard is not None and (run.stopped or self.guard.finish(run.val_loss) is not None)
         nonfinite = 0
         if lost:
             tr.hypergrads = None
@@ -381,23 +409,41 @@ class FDSOuterSteps:
             self.ended = back is None
             self.hparams = used if back is None else back
         else:
-            tr.hypergrads = run.hypergrads
-            self.hparams, info = tr.outer.step(used, run.hypergrads)
+            tr.hypergrads = {n: sum(r.hypergrads[n] for r in runs) / len(runs) for n in run.hypergrads}
+            self.hparams, info = tr.outer.step(used, tr.hypergrads)
             nonfinite = len(info["nonfinite"])
         # the hyperparameters that produced this run's scores (the update goes to the next run)
         return {**_flat(used), "outer_step": tr.done_steps + 1, "inner_epochs": epochs,
-                "inner_steps": run.steps, "hypergrad_nonfinite": nonfinite,
+                "inner_steps": sum(r.steps for r in runs), "hypergrad_nonfinite": nonfinite,
                 "inner_lost": self.guard.reason if lost else None,
                 "n_backtracks": self.guard.backtracks if self.guard is not None else 0}
 
+    def _inner_run(self, model, shuffle, epochs, hparams, judge):
+        """One inner run of ``epochs`` from ``model``'s weights, batches drawn from ``shuffle``;
+        ``judge(fraction, val_loss) -> lost?`` is asked at every epoch end."""
+        tr, hc = self.tr, self.tr.hc
+        indices = [idx for _ in range(epochs) for idx in epoch_batches(
+            len(tr.data.y_train), tr.task.batch_size, shuffle, tr.device)]
+        batches = IndexedBatches(tr.data.x_train, tr.data.y_train, indices)
+        watch = {}
+        if judge is not None:  # checked at every epoch end (fractions of the run)
+            watch = {"watch": lambda step, loss: judge(step / len(batches), loss),
+                     "watch_every": len(indices) // epochs}
+        return forward_run(model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), hparams,
+                           update=tr.engine["update"], train_loss=tr.engine["train_loss"],
+                           compile=hc.compile, derivative=hc.derivative, **watch)
+
     def state_dict(self) -> dict:
         return {"hparams": self.hparams, "ended": self.ended,
-                "guard": self.guard.state_dict() if self.guard is not None else None}
+                "guard": self.guard.state_dict() if self.guard is not None else None,
+                "ensemble_shuffles": [shuffle.get_state() for _, shuffle in self.members[1:]]}
 
     def load_state_dict(self, state: dict) -> None:
         self.hparams, self.ended = state["hparams"], state["ended"]
         if self.guard is not None:
             self.guard.load_state_dict(state["guard"])
+        for (_, shuffle), saved in zip(self.members[1:], state["ensemble_shuffles"], strict=True):
+            shuffle.set_state(saved.cpu())
 
 
 class OnlineEpochs:

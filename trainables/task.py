@@ -40,11 +40,13 @@ class RegisteredModel:
 
 @dataclass
 class Task:
-    """One trial's data (on its device), freshly seeded model, and loss."""
+    """One trial's data (on its device), freshly seeded model, and loss; ``new_model(seed)``
+    builds the same model freshly seeded with another seed (FDS's ensemble members)."""
 
     data: Splits
     model: nn.Module
     loss_fn: Callable
+    new_model: Callable[[int], nn.Module]
 
 
 def load_task(config: dict, device: torch.device, *, model_fn: Callable | None = None, data=None,
@@ -70,12 +72,16 @@ def load_task(config: dict, device: torch.device, *, model_fn: Callable | None =
     for name, part in (("model_fn", model_fn), ("loss_fn", loss_fn)):
         if not callable(part):
             raise ValueError(f"{name} must be callable, got {part!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(task.seed)
-        model = model_fn(config)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model_fn(config) must return a torch.nn.Module, got {type(model).__name__}")
-    return task, Task(splits.to(device), model.to(device), loss_fn)
+
+    def new_model(seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = model_fn(config)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model_fn(config) must return a torch.nn.Module, got {type(model).__name__}")
+        return model.to(device)
+
+    return task, Task(splits.to(device), new_model(task.seed), loss_fn, new_model)
 
 
 class ReusableTrainable(tune.Trainable):

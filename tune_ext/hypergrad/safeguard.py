@@ -57,7 +57,8 @@ class Safeguard:
 
     One run: ``watch = begin(hparams)``, then ``watch(fraction, val_loss)`` at each check (True:
     stop, the run is lost), then either ``finish(final val_loss)`` for a run that reached its end
-    or, for a lost one, ``backtrack(outer)``.
+    or, for a lost one, ``backtrack(outer)``. Runs of the same hyperparameters with other seeds
+    (an ensemble) are judged by ``check`` in between, which records nothing.
 
     collapse_ratio: a run whose validation loss exceeds this multiple (> 1) of the best run's at
         the same fraction of the run has collapsed; None checks divergence only.
@@ -99,6 +100,12 @@ class Safeguard:
             if i >= 0 and loss > self.collapse_ratio * curve[i][1]:
                 return COLLAPSED
         return None
+
+    def check(self, fraction: float, loss: float) -> bool:
+        """Judge another run with the current run's hyperparameters (an ensemble member: another
+        seed) by the same rule, without recording it; True: it is lost (``reason`` says why)."""
+        self.reason = self._judge(fraction, loss, self._need_run()["compare"])
+        return self.reason is not None
 
     def finish(self, val_loss: float) -> str | None:
         """The end of the run: its last check. Returns why it is lost, or None after recording it
