@@ -125,12 +125,17 @@ def gradient_config(task: Task, method: str) -> dict:
     cfg = dict(task.gradient_config)
     cfg.update(method=method, lr_init=0.0, momentum_init=0.5, weight_decay_init=0.0)
     if method == "fds":
-        horizon = task.max_t
-        cfg.update(inner_epochs=sorted({max(1, horizon // 2**k) for k in range(5)}),
-                   outer_steps=UNLIMITED, n_lr_windows=task.n_lr_windows)
+        cfg.update(inner_epochs=horizon_ladder(task.max_t), outer_steps=UNLIMITED,
+                   n_lr_windows=task.n_lr_windows)
     else:
         cfg.update(inner_epochs=task.max_t)
     return cfg
+
+
+def horizon_ladder(horizon: int, factor: int = 2, rungs: int = 5) -> list[int]:
+    """FDS's inner-run lengths: ``horizon / factor**k`` for k = rungs-1 .. 0 (at least 1 epoch,
+    repeats dropped), shortest first; the last, the whole horizon, repeats."""
+    return sorted({max(1, horizon // factor**k) for k in range(rungs)})
 
 
 def _random_variants(seed):
