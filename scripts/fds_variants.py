@@ -10,7 +10,10 @@ Runs variants of the harness's ``fds`` method on a task (default mnist1d, its de
   averaged (FDSTrainable's ``ensemble``; twice the cost per step);
 - ``fds-diverse-ens2``: own starts and two seeds per outer step;
 - ``fds-ladder4``: own starts, a cheaper ladder (1, 5, 20 epochs: 6 epochs before the first
-  full-horizon run instead of 18).
+  full-horizon run instead of 18, two outer steps instead of four);
+- ``fds-warmup4``: own starts, warm-up runs doubling up to a fifth of the horizon (1, 2, 4, then
+  20 epochs: 7 epochs and three outer steps before the first full-horizon run);
+- ``fds-same-start-warmup4``: the same ladder, every chain from the paper's start.
 
     PYTHONPATH=. python scripts/fds_variants.py --seeds 5 --out /tmp/fds-variants [--only a,b]
 """
@@ -22,7 +25,7 @@ from tune_ext.benchmark.methods import METHODS, Method, gradient_config, horizon
 
 
 def variant(name: str, description: str, diverse: bool = True, ensemble: int = 1,
-            factor: int = 2) -> Method:
+            ladder=None) -> Method:
     def build(task, seed):
         from ray import tune
         from ray.tune.search import BasicVariantGenerator
@@ -31,7 +34,8 @@ def variant(name: str, description: str, diverse: bool = True, ensemble: int = 1
         if not diverse:
             kwargs["config"] = {**gradient_config(task, "fds"), "seed": tune.randint(0, 2**31 - 1)}
             kwargs["search_alg"] = BasicVariantGenerator(random_state=seed)
-        kwargs["config"]["inner_epochs"] = horizon_ladder(task.max_t, factor)
+        if ladder is not None:
+            kwargs["config"]["inner_epochs"] = ladder(task.max_t)
         if ensemble > 1:
             kwargs["config"]["ensemble"] = ensemble
         return kwargs
@@ -43,7 +47,12 @@ VARIANTS = [
     variant("fds-same-start", "every chain from the paper's start", diverse=False),
     variant("fds-ens2", "paper's start, 2 seeds averaged per step", diverse=False, ensemble=2),
     variant("fds-diverse-ens2", "own starts, 2 seeds averaged per step", ensemble=2),
-    variant("fds-ladder4", "own starts, ladder 1, 5, 20", factor=4),
+    variant("fds-ladder4", "own starts, ladder 1, 5, 20 (x4 apart)",
+            ladder=lambda horizon: sorted({max(1, horizon // 4**k) for k in range(3)})),
+    variant("fds-warmup4", "own starts, ladder 1, 2, 4, 20 (warm-up up to horizon / 5)",
+            ladder=lambda horizon: horizon_ladder(horizon, longest=max(1, horizon // 5))),
+    variant("fds-same-start-warmup4", "paper's start, ladder 1, 2, 4, 20", diverse=False,
+            ladder=lambda horizon: horizon_ladder(horizon, longest=max(1, horizon // 5))),
 ]
 
 

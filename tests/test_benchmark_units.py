@@ -327,12 +327,23 @@ def test_the_hybrid_searches_width_batch_size_and_fds_start_under_asha():
     task = get_task("mnist1d")
     kwargs = method_kwargs(METHODS["asha-fds"], task, 0)
     assert isinstance(kwargs["scheduler"], ASHAScheduler)
-    assert hybrid_max_t(task) == 7 and kwargs["config"]["outer_steps"] == 7
+    assert hybrid_max_t(task) == 6 and kwargs["config"]["outer_steps"] == 6
     configs = _suggestions("asha-fds", task, 0, 6)
     assert {c["model_kwargs"]["channels"] for c in configs} <= {16, 32, 64}
     assert len({c["batch_size"] for c in configs}) > 1 and len({c["model_kwargs"]["channels"] for c in configs}) > 1
     assert len({c["start"]["lr_0"] for c in configs}) == 6 and configs[0]["start"]["momentum"] == 0.5
-    assert all(c["method"] == "fds" and c["inner_epochs"] == [1, 2, 5, 10, 20] for c in configs)
+    assert all(c["method"] == "fds" and c["inner_epochs"] == [1, 2, 4, 20] for c in configs)
     with pytest.raises(ValueError, match="needs a task with a gradient_config"):
         import user_task
         METHODS["asha-fds"].check(get_task("user_task:task"))
+
+
+def test_horizon_ladder_doubles_up_to_its_longest_warm_up_then_the_horizon():
+    from tune_ext.benchmark.methods import horizon_ladder
+
+    assert horizon_ladder(20) == [1, 2, 4, 20]    # the harness's: warm-up up to a fifth, 7 epochs
+    assert horizon_ladder(20, longest=10) == [1, 2, 5, 10, 20]   # up to half: 18 epochs
+    assert horizon_ladder(50, rungs=3) == [5, 10, 50]
+    assert horizon_ladder(1) == [1]
+    with pytest.raises(ValueError, match="longest <= horizon"):
+        horizon_ladder(20, longest=30)

@@ -107,7 +107,8 @@ def _hybrid(search_alg):
 
 def hybrid_max_t(task: Task) -> int:
     """Outer steps of a hybrid trial: FDS's horizon ladder, then two more full-horizon steps
-    (ASHA's rungs, with eta 3, fall after the 1st and 3rd: after the shortest inner runs)."""
+    (on mnist1d 6: ASHA's rung below max_t, with eta 3, falls after the 2nd outer step, so trials
+    are stopped after the cheapest inner runs)."""
     return len(gradient_config(task, "fds")["inner_epochs"]) + 2
 
 
@@ -115,9 +116,9 @@ def gradient_config(task: Task, method: str) -> dict:
     """FDSTrainable config for ``task``, from lr = 0 and weight decay = 0 as in the FDS paper.
 
     "fds" learns as many learning-rate windows as the black-box space has, plus one momentum and
-    one weight decay, from inner runs that double up to the whole horizon (1/16, 1/8, 1/4, 1/2,
-    then all of it: the paper's cheaper early outer steps; windows are fractions of the run, so
-    the schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
+    one weight decay, from short warm-up inner runs, then the whole horizon (``horizon_ladder``:
+    cheaper early outer steps; windows are fractions of the run, so the schedule stretches); the
+    outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
     horizon, learning one value of each hyperparameter online. (The harness's "fds" method then
     replaces the starting values by a ``start`` per trial, see ``fds_starts``.)
     """
@@ -132,10 +133,20 @@ def gradient_config(task: Task, method: str) -> dict:
     return cfg
 
 
-def horizon_ladder(horizon: int, factor: int = 2, rungs: int = 5) -> list[int]:
-    """FDS's inner-run lengths: ``horizon / factor**k`` for k = rungs-1 .. 0 (at least 1 epoch,
-    repeats dropped), shortest first; the last, the whole horizon, repeats."""
-    return sorted({max(1, horizon // factor**k) for k in range(rungs)})
+def horizon_ladder(horizon: int, longest: int | None = None, rungs: int = 5) -> list[int]:
+    """FDS's inner-run lengths, one per outer step (the last, the whole horizon, repeats): up to
+    ``rungs - 1`` warm-up runs that double up to ``longest`` epochs (default a fifth of the
+    horizon; at least 1 epoch each, repeats dropped), then the horizon. On mnist1d (20 epochs)
+    that is 1, 2, 4, then 20: 7 warm-up epochs before the first full run. Warm-up up to half the
+    horizon (1, 2, 5, 10, 20; 18 epochs) was 7 s later to regret 0.02 at the same number of
+    seeds reached (``scripts/fds_variants.py``, docs/results.md). The warm-up runs' hypergradients are still non-greedy: the
+    windows are fractions of the run, so a short run differentiates the whole (shortened)
+    schedule."""
+    longest = max(1, horizon // 5) if longest is None else longest
+    if not 1 <= longest <= horizon or rungs < 1:
+        raise ValueError(f"need 1 <= longest <= horizon and rungs >= 1, got longest={longest}, "
+                         f"horizon={horizon}, rungs={rungs}")
+    return sorted({max(1, longest // 2**k) for k in range(rungs - 1)} | {horizon})
 
 
 def _random_variants(seed):
