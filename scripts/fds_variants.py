@@ -1,19 +1,22 @@
 """Which use of the concurrent slots and which horizon ladder help FDS, in the harness itself.
 
 Runs variants of the harness's ``fds`` method on a task (default mnist1d, its default budget,
-2 concurrent trials of 1 CPU), each with the same seeds, and prints the harness's table:
+2 concurrent trials of 1 CPU), each with the same seeds, and prints the harness's table. Three
+choices vary: where the concurrent chains start ("own": the first from the paper's start, lr 0
+and momentum 0.5, each later one from its own point of the task's space, as the harness does;
+"paper": every chain from the paper's start, seeds differ), how many seeds an outer step averages
+(FDSTrainable's ``ensemble``; 2 costs twice as much per step), and the warm-up ladder of inner-run
+lengths before the full horizon (``horizon_ladder``):
 
-- ``fds``: the harness's method (each concurrent chain from its own start in the task's space,
-  the first from the paper's; one inner run per outer step; the ladder 1, 2, 5, 10, 20 epochs);
-- ``fds-same-start``: every chain from the paper's start (lr 0, momentum 0.5), seeds differ;
-- ``fds-ens2``: every chain from the paper's start, two seeds per outer step, hypergradients
-  averaged (FDSTrainable's ``ensemble``; twice the cost per step);
-- ``fds-diverse-ens2``: own starts and two seeds per outer step;
-- ``fds-ladder4``: own starts, a cheaper ladder (1, 5, 20 epochs: 6 epochs before the first
-  full-horizon run instead of 18, two outer steps instead of four);
-- ``fds-warmup4``: own starts, warm-up runs doubling up to a fifth of the horizon (1, 2, 4, then
-  20 epochs: 7 epochs and three outer steps before the first full-horizon run);
-- ``fds-same-start-warmup4``: the same ladder, every chain from the paper's start.
+- ``fds``: the harness's method: own starts, 1 seed, warm-up up to a fifth of the horizon
+  (1, 2, 4, then 20 epochs on mnist1d);
+- ``fds-same-start``: paper's start, 1 seed, warm-up up to a fifth;
+- ``fds-half``: own starts, 1 seed, warm-up up to half the horizon (1, 2, 5, 10, 20: the
+  harness's ladder before);
+- ``fds-same-start-half``: paper's start, 1 seed, warm-up up to half;
+- ``fds-ens2-half``: paper's start, 2 seeds averaged per step, warm-up up to half;
+- ``fds-diverse-ens2-half``: own starts, 2 seeds, warm-up up to half;
+- ``fds-ladder4``: own starts, 1 seed, 1, 5, 20 epochs (runs 4x apart: two warm-up steps).
 
     PYTHONPATH=. python scripts/fds_variants.py --seeds 5 --out /tmp/fds-variants [--only a,b]
 """
@@ -42,17 +45,22 @@ def variant(name: str, description: str, diverse: bool = True, ensemble: int = 1
     return Method(name, "gradient", "gradient", description, build)
 
 
+def HALF(horizon):
+    return horizon_ladder(horizon, longest=max(1, horizon // 2))
+
+
 VARIANTS = [
-    variant("fds", "the harness's fds"),
-    variant("fds-same-start", "every chain from the paper's start", diverse=False),
-    variant("fds-ens2", "paper's start, 2 seeds averaged per step", diverse=False, ensemble=2),
-    variant("fds-diverse-ens2", "own starts, 2 seeds averaged per step", ensemble=2),
-    variant("fds-ladder4", "own starts, ladder 1, 5, 20 (x4 apart)",
+    variant("fds", "own starts, 1 seed, warm-up up to a fifth (the harness's)"),
+    variant("fds-same-start", "paper's start, 1 seed, warm-up up to a fifth", diverse=False),
+    variant("fds-half", "own starts, 1 seed, warm-up up to half", ladder=HALF),
+    variant("fds-same-start-half", "paper's start, 1 seed, warm-up up to half", diverse=False,
+            ladder=HALF),
+    variant("fds-ens2-half", "paper's start, 2 seeds, warm-up up to half", diverse=False,
+            ensemble=2, ladder=HALF),
+    variant("fds-diverse-ens2-half", "own starts, 2 seeds, warm-up up to half", ensemble=2,
+            ladder=HALF),
+    variant("fds-ladder4", "own starts, 1 seed, 1, 5, 20 epochs",
             ladder=lambda horizon: sorted({max(1, horizon // 4**k) for k in range(3)})),
-    variant("fds-warmup4", "own starts, ladder 1, 2, 4, 20 (warm-up up to horizon / 5)",
-            ladder=lambda horizon: horizon_ladder(horizon, longest=max(1, horizon // 5))),
-    variant("fds-same-start-warmup4", "paper's start, ladder 1, 2, 4, 20", diverse=False,
-            ladder=lambda horizon: horizon_ladder(horizon, longest=max(1, horizon // 5))),
 ]
 
 
@@ -70,7 +78,12 @@ def main():
     from tune_ext.benchmark.tasks import get_task
 
     task = get_task(args.task)
-    methods = [v for v in VARIANTS if args.only is None or v.name in args.only.split(",")]
+    names = [v.name for v in VARIANTS]
+    only = names if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(only) - set(names))
+    if unknown or not only:
+        parser.error(f"--only: unknown variant(s) {unknown or only}; valid: {', '.join(names)}")
+    methods = [v for v in VARIANTS if v.name in only]
     budget = Budget(seconds=args.budget_s or task.default_budget_s)
     summary = run_benchmark(task, methods, list(range(args.seeds)), budget, args.out,
                             log=lambda s: print(s, flush=True))
