@@ -24,19 +24,13 @@ from __future__ import annotations
 
 import argparse
 
-from tune_ext.benchmark.methods import METHODS, Method, gradient_config, horizon_ladder
+from tune_ext.benchmark.methods import Method, _gradient, horizon_ladder
 
 
 def variant(name: str, description: str, diverse: bool = True, ensemble: int = 1,
             ladder=None) -> Method:
     def build(task, seed):
-        from ray import tune
-        from ray.tune.search import BasicVariantGenerator
-
-        kwargs = METHODS["fds"].build(task, seed)
-        if not diverse:
-            kwargs["config"] = {**gradient_config(task, "fds"), "seed": tune.randint(0, 2**31 - 1)}
-            kwargs["search_alg"] = BasicVariantGenerator(random_state=seed)
+        kwargs = _gradient("fds", spread_starts=diverse)(task, seed)
         if ladder is not None:
             kwargs["config"]["inner_epochs"] = ladder(task.max_t)
         if ensemble > 1:

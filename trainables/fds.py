@@ -330,8 +330,10 @@ class FDSTrainable(ReusableTrainable):
             hparams[h] = value.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
         return {"update": update, "train_loss": train_loss, "hparams": hparams}
 
-    def epoch_batches(self):
-        return epoch_batches(len(self.data.y_train), self.task.batch_size, self.shuffle, self.device)
+    def epoch_batches(self, shuffle: torch.Generator | None = None):
+        """One epoch's minibatch indices, drawn from ``shuffle`` (default: the trial's own)."""
+        return epoch_batches(len(self.data.y_train), self.task.batch_size,
+                             self.shuffle if shuffle is None else shuffle, self.device)
 
     def step(self):
         result = self.method.step()
@@ -422,8 +424,7 @@ class FDSOuterSteps:
         """One inner run of ``epochs`` from ``model``'s weights, batches drawn from ``shuffle``;
         ``judge(fraction, val_loss) -> lost?`` is asked at every epoch end."""
         tr, hc = self.tr, self.tr.hc
-        indices = [idx for _ in range(epochs) for idx in epoch_batches(
-            len(tr.data.y_train), tr.task.batch_size, shuffle, tr.device)]
+        indices = [idx for _ in range(epochs) for idx in tr.epoch_batches(shuffle)]
         batches = IndexedBatches(tr.data.x_train, tr.data.y_train, indices)
         watch = {}
         if judge is not None:  # checked at every epoch end (fractions of the run)

@@ -45,14 +45,17 @@ def _black_box(search_alg=None, scheduler=None):
     return build
 
 
-def _gradient(method: str):
+def _gradient(method: str, spread_starts: bool = True):
+    """FDSTrainable trials with ``gradient_config``; for "fds" with ``spread_starts``, each
+    concurrent chain starts from its own point of the task's space (``fds_starts``), else every
+    chain starts from the paper's point and only the seeds differ."""
     def build(task: Task, seed: int) -> dict:
         from ray import tune
 
         from trainables import FDSTrainable
 
         config = {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)}
-        starts = fds_starts(task) if method == "fds" else None
+        starts = fds_starts(task) if method == "fds" and spread_starts else None
         if starts is None:
             search_alg = _random_variants(seed)
         else:  # every concurrent FDS chain from its own point of the space, the paper's first
