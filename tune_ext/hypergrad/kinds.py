@@ -113,6 +113,12 @@ def loss_kinds() -> tuple[str, ...]:
     return tuple(k.name for k in KINDS.values() if k.term == "loss")
 
 
+def kind_of(key: str) -> str | None:
+    """The kind a schedule key belongs to (``lr_3`` and ``lr``: ``"lr"``), None for other keys."""
+    stem, _, index = key.rpartition("_")
+    return key if key in KINDS else stem if stem in KINDS and index.isdigit() else None
+
+
 def entries(kind: str, n_windows: int, per_layer: bool, n_layers: int) -> int:
     """How many entries (config keys ``<kind>_i``) a schedule of ``n_windows`` windows has."""
     return n_windows * (n_layers if per_layer and KINDS[kind].per_layer else 1)
