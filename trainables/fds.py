@@ -206,12 +206,14 @@ class FDSTrainable(ReusableTrainable):
     the length of each inner run, a number or a list with one entry per outer step (the last one
     repeats); for the online methods the length of the run; ``outer_steps`` [len(list) or 10]
     ("fds" only); ``n_lr_windows``, ``n_momentum_windows``, ``n_weight_decay_windows`` [1];
-    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0], or ``start``: a schedule in
-    ``SupervisedTrainable``'s keys (``{"lr_0": .., "lr_1": .., "momentum": .., "weight_decay": ..}``,
-    SGD only) to start from, one learning rate per window (``n_lr_windows`` defaults to their
-    number), so a black-box searcher can choose FDS's starting point in the black-box search space;
+    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0], or ``start``: a schedule in the
+    keys ``SupervisedTrainable`` takes and this trainable reports (``{"lr_0": .., "lr_1": ..,
+    "momentum": .., "weight_decay": ..}``: per kind ``<h>_0 ..`` one entry per window, window-major
+    per layer, or a bare ``<h>`` for one value) to start from (``n_<h>_windows`` defaults to its
+    windows), so a black-box searcher can choose the starting point in the black-box search space;
     outer step sizes ``lr_step`` [0.1], ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0
-    freezes that hyperparameter);
+    freezes that hyperparameter); defaults, bounds and per-layer kinds come from the registry
+    ``tune_ext.hypergrad.kinds``;
     ``outer_optimizer`` ["sign" for fds, "sgd" online] | "adam"; ``clip`` [1.0, None = off; not used
     by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
     influence every tau steps; 1 is the greedy limit); ``val_batch_size`` [batch_size] (OHO);
