@@ -1,9 +1,9 @@
 """A trial's training rule: the optimiser update and training loss that read its hyperparameters.
 
-Both trainables train through the same pure functions (``tune_ext.hypergrad.updates`` and
-``losses``): ``SupervisedTrainable`` applies them to a given schedule, ``FDSTrainable``
-differentiates them. So a schedule means the same training in both, whichever kinds it holds
-(``tune_ext.hypergrad.kinds``).
+``FDSTrainable`` differentiates the pure update (``tune_ext.hypergrad.updates``, which follows
+``torch.optim``'s SGD and AdamW) and the training loss (``losses``); ``SupervisedTrainable`` runs
+``torch.optim`` itself with the same layers (one param group each) and the same training loss. So
+a schedule means the same training in both, whichever kinds it holds (``tune_ext.hypergrad.kinds``).
 """
 from __future__ import annotations
 

@@ -13,9 +13,19 @@ from trainables.hyperparams import training_rule
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from tune_ext.hypergrad.kinds import KINDS, OPTIMIZERS, kinds_of, loss_kinds
 from tune_ext.hypergrad.schedule import window_index
-from tune_ext.hypergrad.updates import init_velocity
+
+TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 
 KEYS = (*TASK_KEYS, "epochs", "optimizer", "per_layer", *KINDS)
+
+
+def _set(group: dict, path: tuple, value: float) -> None:
+    """Set a param group's entry at ``path`` (``("lr",)``, or ``("betas", 0)`` in a tuple)."""
+    if len(path) == 1:
+        group[path[0]] = value
+    else:
+        key, i = path
+        group[key] = tuple(value if j == i else v for j, v in enumerate(group[key]))
 
 
 class SupervisedTrainable(ReusableTrainable):
@@ -32,8 +42,10 @@ class SupervisedTrainable(ReusableTrainable):
     kinds ``l2`` and ``label_smoothing`` add their term when given. Step t of T = epochs *
     batches per epoch uses window ``floor(n t / T)`` of each. Optionally ``model_kwargs``,
     ``dataset_kwargs``, ``data_root``. Any other key is refused (ValueError with the closest
-    valid key). The update and loss are the pure functions FDS differentiates
-    (``trainables.hyperparams``), so a schedule trains the same here as in FDS's inner run.
+    valid key). The optimiser is ``torch.optim``'s with one param group per layer (one without
+    ``per_layer``) whose values are set every step, and the loss terms are the functions FDS
+    differentiates (``trainables.hyperparams``): a schedule trains here as in FDS's inner run from
+    that schedule as ``start`` (tested equal in float64).
 
     Your own model, data and loss come in through ``tune.with_parameters`` (then the config has no
     ``dataset`` / ``model``): ``model_fn`` (``config -> nn.Module``), ``data`` (``{"train": (x, y)
@@ -90,47 +102,56 @@ class SupervisedTrainable(ReusableTrainable):
                 self.hparams[kind] = schedule.tensor(kind, n, layers, like)
             else:  # an update kind not given: its default (momentum 0, beta1 0.9, weight decay 0)
                 self.hparams[kind] = torch.full((1,), KINDS[kind].init, dtype=like.dtype, device=like.device)
-        self.velocity = init_velocity(self.rule.update, self._weights())
+        # torch.optim with one param group per layer (per_layer) or one: each step sets every
+        # update kind's value on the groups (Kind.param_group), the loss kinds reach the loss
+        params = list(self.model.named_parameters())
+        groups = ([{"params": [p for k, p in params if self.rule.layer_of[k] == i]}
+                   for i in range(self.rule.n_layers)] if self.rule.layer_of is not None
+                  else [{"params": [p for _, p in params]}])
+        self.optimizer = TORCH_OPTIMIZERS[optimizer](groups, lr=0.0)
+        self.group_values = {k: [[float(h[w][i] if h.dim() > 1 else h[w]) for i in range(len(groups))]
+                                 for w in range(h.shape[0])]
+                             for k, h in self.hparams.items() if KINDS[k].term == "update"}
         self.shuffle = torch.Generator().manual_seed(self.task.seed)
         self.epoch = 0
-
-    def _weights(self):
-        return {k: p.detach() for k, p in self.model.named_parameters()}
 
     def step(self):
         x, y = self.data.x_train, self.data.y_train
         bs = self.task.batch_size
         per_epoch = math.ceil(len(y) / bs)
         total = self.epochs * per_epoch
-        params = dict(self.model.named_parameters())
+        train_loss = self.rule.train_loss
+        weights = dict(self.model.named_parameters())
         self.model.train()
         loss_sum = 0.0
         for b, idx in enumerate(epoch_batches(len(y), bs, self.shuffle, self.device)):
             t = self.epoch * per_epoch + b
-            hp = {n: h[window_index(t, total, h.shape[0])] for n, h in self.hparams.items()}
+            for kind, windows in self.group_values.items():
+                values = windows[window_index(t, total, len(windows))]
+                for group, value in zip(self.optimizer.param_groups, values):
+                    _set(group, KINDS[kind].param_group, value)
             out = self.model(x[idx])
-            train_loss = self.rule.train_loss
-            loss = (self.parts.loss_fn(out, y[idx]) if train_loss is None
-                    else train_loss(out, y[idx], params, hp))
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            grads = {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads)}
-            with torch.no_grad():
-                weights, self.velocity = self.rule.update(self._weights(), self.velocity, grads, hp)
-                for k, p in params.items():
-                    p.copy_(weights[k])
+            if train_loss is None:
+                loss = self.parts.loss_fn(out, y[idx])
+            else:
+                hp = {n: h[window_index(t, total, h.shape[0])] for n, h in self.hparams.items()}
+                loss = train_loss(out, y[idx], weights, hp)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
             loss_sum += loss.item() * len(idx)
         self.epoch += 1
         return {"train_loss": loss_sum / len(y), **scores(self.model, self.parts),
                 "epoch": self.epoch, "done": self.epoch >= self.epochs}
 
     def save_checkpoint(self, checkpoint_dir):
-        torch.save({"model": self.model.state_dict(), "velocity": self.velocity,
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "shuffle": self.shuffle.get_state(), "epoch": self.epoch},
                    os.path.join(checkpoint_dir, "state.pt"))
 
     def load_checkpoint(self, checkpoint):
         state = torch.load(os.path.join(checkpoint, "state.pt"), map_location=self.device)
         self.model.load_state_dict(state["model"])
-        self.velocity = state["velocity"]
+        self.optimizer.load_state_dict(state["optimizer"])
         self.shuffle.set_state(state["shuffle"].cpu())
         self.epoch = state["epoch"]

@@ -6,7 +6,8 @@ whether it can hold one value per layer, whether the optimiser update or the tra
 it (and which optimisers), and the black-box search range (wide, as in Micaelli & Storkey 2021,
 section 5.4). ``FDSTrainable`` reads its config from here, ``SupervisedTrainable`` runs any
 schedule of these kinds, and the benchmark builds a task's search space from it. A new kind is
-one entry here plus the term that reads it (``updates.py`` or ``losses.py``).
+one entry here (for an update kind with the ``torch.optim`` param-group entry that plain runs
+set) plus the term that reads it (``updates.py`` or ``losses.py``).
 
 A schedule of a kind is given in config keys shared by both families: ``<kind>_0 ..
 <kind>_{n-1}``, one value per entry in window-major order (entry ``i`` is window ``i // L``, layer
@@ -44,6 +45,8 @@ class Kind:
         optimizers: the optimisers whose update reads it (update kinds only).
         search: the black-box search range (low, high), wide.
         log: searched log-uniformly (else uniformly).
+        param_group: update kinds: where a ``torch.optim`` param group holds the value
+            (``("betas", 0)``: the first of ``group["betas"]``), so a plain run can set it there.
     """
 
     name: str
@@ -59,6 +62,7 @@ class Kind:
     optimizers: tuple[str, ...]
     search: tuple[float, float]
     log: bool
+    param_group: tuple = ()
 
     def check(self, value, key: str) -> float:
         """``value`` as a float, or a ValueError naming ``key`` and the valid range."""
@@ -78,21 +82,21 @@ class Kind:
 
 
 def _kind(name, label, high, open_high, bounds_high, init, step, per_layer, term, optimizers,
-          search, log) -> Kind:
+          search, log, param_group=()) -> Kind:
     return Kind(name, label, 0.0, high, open_high, (0.0, bounds_high), init, step, per_layer, term,
-                optimizers, search, log)
+                optimizers, search, log, param_group)
 
 
 _INF = math.inf
 KINDS: dict[str, Kind] = {k.name: k for k in [
     _kind("lr", "learning-rate", _INF, True, _INF, 0.0, 0.1, True, "update", ("sgd", "adamw"),
-          (1e-3, 1.0), True),
+          (1e-3, 1.0), True, ("lr",)),
     _kind("momentum", "momentum", 1.0, True, MOMENTUM_MAX, 0.0, 0.1, False, "update", ("sgd",),
-          (0.0, 0.99), False),
+          (0.0, 0.99), False, ("momentum",)),
     _kind("beta1", "beta1", 1.0, True, MOMENTUM_MAX, 0.9, 0.05, False, "update", ("adamw",),
-          (0.5, 0.99), False),
+          (0.5, 0.99), False, ("betas", 0)),
     _kind("weight_decay", "weight-decay", _INF, True, _INF, 0.0, 1e-4, True, "update",
-          ("sgd", "adamw"), (1e-6, 1e-2), True),
+          ("sgd", "adamw"), (1e-6, 1e-2), True, ("weight_decay",)),
     _kind("l2", "L2", _INF, True, _INF, 0.0, 1e-4, True, "loss", (), (1e-6, 1e-2), True),
     _kind("label_smoothing", "label-smoothing", 1.0, False, 1.0, 0.0, 0.02, False, "loss", (),
           (0.0, 0.3), False),
