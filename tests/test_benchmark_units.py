@@ -444,3 +444,22 @@ def test_a_refined_grid_schedule_trains_exactly_as_the_original(windows, per_lay
         t.stop()
     assert runs[0][:2] == runs[1][:2]
     assert all(bool((runs[0][2][k] == runs[1][2][k]).all()) for k in runs[0][2])
+
+
+@pytest.mark.parametrize("name", ["mnist1d-30", "mnist1d-100"])
+def test_every_gradient_method_takes_its_start_on_the_variants(name):
+    from trainables import FDSTrainable
+    from tune_ext.benchmark.methods import fds_starts, gradient_config
+
+    task = get_task(name)
+    expected = {"mnist1d-30": {"fds": {"lr": (12,), "momentum": (9,), "weight_decay": (9,)},
+                               "hd": {"lr": (1,), "momentum": (1,), "weight_decay": (1,)}},
+                "mnist1d-100": {"fds": {"lr": (15, 3), "momentum": (15,), "weight_decay": (15, 3)},
+                                "hd": {"lr": (1, 3), "momentum": (1,), "weight_decay": (1, 3)}}}[name]
+    for method in ("fds", "hd"):
+        space, first = fds_starts(task, online=method != "fds")
+        config = {k: v for k, v in gradient_config(task, method).items() if not k.endswith("_init")}
+        t = FDSTrainable(config={**config, "start": first, "seed": 0})
+        assert {h: tuple(v.shape) for h, v in t.engine["hparams"].items()} == expected[method]
+        assert float(t.engine["hparams"]["momentum"][0]) == 0.5 and set(first) == set(space)
+        t.stop()
