@@ -4,7 +4,9 @@ A task is any Ray Tune trainable with a search space: ``Task(name, trainable, sp
 The built-in tasks (``TASKS``) are made by ``sgd_task``: ``SupervisedTrainable`` on a named
 dataset and model, searched over the FDS paper's SGD schedule (Micaelli & Storkey 2021, section
 5.4: learning rates over equal windows of the run, momentum and weight decay, each over a wide
-range); they also carry the ``FDSTrainable`` config that the gradient-based methods need.
+range, from the registry ``tune_ext.hypergrad.kinds``; ``mnist1d-30`` and ``mnist1d-100`` with
+more windows and per layer); they also carry the ``FDSTrainable`` config that the gradient-based
+methods need.
 """
 from __future__ import annotations
 
@@ -40,8 +42,9 @@ class Task:
         trainable_kwargs: keyword arguments every trial's trainable gets through
             ``tune.with_parameters`` (e.g. ``model_fn``, ``data``, ``loss_fn`` of your own model;
             wrapped when the run starts, so nothing is put into Ray before then).
-        gradient_config: the ``FDSTrainable`` config of this task (without the hyperparameter
-            keys), or None when gradient-based methods cannot run on it.
+        gradient_config: the ``FDSTrainable`` config of this task (the task's keys, and for
+            ``sgd_task`` the schedule's shape: ``n_<kind>_windows``, ``per_layer``; no starting
+            values or steps), or None when gradient-based methods cannot run on it.
         n_lr_windows: learning-rate windows the gradient methods learn.
         extra_space: hyperparameters gradients cannot learn (Ray domains over ``FDSTrainable``
             config keys, e.g. ``{"batch_size": tune.choice([64, 128]), "model_kwargs":
