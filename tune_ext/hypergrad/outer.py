@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from tune_ext.hypergrad.kinds import BOUNDS, MOMENTUM_MAX  # noqa: F401  (the kinds' registry)
+from tune_ext.hypergrad.kinds import BOUNDS  # each kind's bounds, from the registry
 
 
 def clamp(hparams: dict, bounds: dict = BOUNDS) -> dict:
