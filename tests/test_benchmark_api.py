@@ -12,7 +12,7 @@ import ray
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 import user_task
-from tune_ext.benchmark import Budget, get_methods, run_benchmark
+from tune_ext.benchmark import Budget, RunOptions, get_methods, run_benchmark
 
 ray.cloudpickle.register_pickle_by_value(user_task)  # Ray workers can't import tests/
 HERE = Path(__file__).resolve().parent
@@ -22,7 +22,7 @@ BEST = user_task.loss_at(0.3, user_task.MAX_T) + 0.01       # the best possible 
 def test_user_task_inside_a_program_that_started_ray(ray_local, tmp_path):
     task = user_task.task(reference=BEST)
     summary = run_benchmark(task, get_methods(["random", "asha"]), [0], Budget(6.0, concurrency=1),
-                            str(tmp_path), log=lambda s: None)
+                            str(tmp_path), RunOptions(log=lambda s: None))
     assert ray.is_initialized()                  # the caller's Ray is left running
     # the session's Ray has 2 CPUs: room for both runs of one trial each, side by side
     assert summary["placement"]["mode"] == "parallel" and summary["placement"]["runs_at_once"] == 2
@@ -75,7 +75,7 @@ def test_a_task_from_your_own_model_and_data_runs_black_box_and_gradient_methods
     assert task.gradient_config == {"batch_size": 32} and "model_fn" in task.trainable_kwargs
     # 20 s: a trial process's start (torch, ray.tune imports) takes over 8 s on a loaded 2-core box
     summary = run_benchmark(task, get_methods(["asha", "fds"]), [0], Budget(20.0, concurrency=1),
-                            str(tmp_path), log=lambda s: None)
+                            str(tmp_path), RunOptions(log=lambda s: None))
     for name in ("asha", "fds"):
         m = summary["methods"][name]
         assert m["errored_trials"] == 0 and m["trials"] >= 1, m

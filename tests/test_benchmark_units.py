@@ -8,11 +8,12 @@ from math import comb
 import numpy as np
 import pytest
 
-from tune_ext.benchmark import Budget, Task, get_task
+from tune_ext.benchmark import Budget, RunRecord, Task, get_task
+from tune_ext.benchmark.cluster import runs_at_once
 from tune_ext.benchmark.methods import METHODS, get_methods
 from tune_ext.benchmark.reference import load_reference, packaged_reference, sgd_grid
 from tune_ext.benchmark.regret import IncumbentTracker, RegretCallback
-from tune_ext.benchmark.runner import method_kwargs, runs_at_once
+from tune_ext.benchmark.runner import method_kwargs
 from tune_ext.benchmark.stats import (bootstrap_median_ci, describe, disjoint, median,
                                       ranks_over_time, rank_row)
 from tune_ext.benchmark.summary import format_table, summarize_runs
@@ -127,10 +128,23 @@ def test_disjoint_intervals_with_never():
 
 
 def _record(method, seed, points=(), results=0, trials=2, errored=0, error=None, first=None):
-    return {"method": method, "seed": seed, "points": [{"time_s": t, "regret": r} for t, r in points],
-            "results": results, "trials": trials, "errored": errored, "error": error,
-            "first_error": "err.txt" if errored else None, "first_result_s": first,
-            "node": "127.0.0.1", "start": 100.0 + seed, "end": 110.0 + seed}
+    return RunRecord(method=method, seed=seed, node="127.0.0.1", start=100.0 + seed,
+                     end=110.0 + seed, points=[{"time_s": t, "regret": r} for t, r in points],
+                     trials=trials, errored=errored, first_error="err.txt" if errored else None,
+                     error=error, results=results, first_result_s=first)
+
+
+def test_a_run_without_a_curve_says_why():
+    assert _record("a", 0, [(1.0, 0.1)], 1).no_result_reason("val", "test") is None
+    assert _record("a", 0, error="RuntimeError: boom").no_result_reason("val", "test") == \
+        "the run failed: RuntimeError: boom"
+    assert _record("a", 0, errored=2).no_result_reason("val", "test").startswith(
+        "2 of 2 trials errored, none reported a usable result (first error: err.txt)")
+    assert _record("a", 0, results=3).no_result_reason("val", "test") == \
+        "3 results, none with a finite 'val' and 'test'"
+    assert _record("a", 0).no_result_reason("val", "test") == \
+        "no result within the budget (2 trials started)"
+    assert _record("a", 0, [(1.0, 0.1), (2.0, 0.05)], 2).curve() == [(1.0, 0.1), (2.0, 0.05)]
 
 
 def test_summary_statistics_and_no_result_are_never_a_number():

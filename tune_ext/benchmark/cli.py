@@ -115,16 +115,17 @@ def main(argv=None):
         task, methods, seeds, budget = prepare(args)
     except UsageError as exc:
         _fail(str(exc))
-    from tune_ext.benchmark.runner import run_benchmark
+    from tune_ext.benchmark.runner import RunOptions, run_benchmark
     from tune_ext.benchmark.summary import format_table
 
     print(f"task {task.name}: {task.description}\n{len(methods)} method(s) x {len(seeds)} seed(s), "
           f"{budget.seconds:g}s each, {budget.concurrency} concurrent trials of {budget.resources()}",
           flush=True)
     try:
-        summary = run_benchmark(task, methods, seeds, budget, args.out, address=args.address,
-                                verbose=args.verbose, log=lambda s: print(s, flush=True),
-                                compile_gradient=args.compile, parallel=args.parallel)
+        options = RunOptions(address=args.address, parallel=args.parallel,
+                             compile_gradient=args.compile, verbose=args.verbose,
+                             log=lambda s: print(s, flush=True))
+        summary = run_benchmark(task, methods, seeds, budget, args.out, options)
     except ValueError as exc:  # found on the cluster (e.g. no GPU there): Ray is shut down again
         _fail(str(exc))
     print(format_table(summary))

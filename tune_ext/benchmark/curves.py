@@ -59,6 +59,15 @@ def write_tensorboard(logdir: str, method: str, seed: int, points: list[dict], s
                               walltime=start_wall + p["time_s"])
 
 
+def write_run(out_dir: str, record) -> None:
+    """A finished run's curve (a ``RunRecord``) into ``out_dir``'s regret.csv and tensorboard/;
+    a run without a result writes nothing."""
+    if record.points:
+        append_csv(os.path.join(out_dir, "regret.csv"), record.method, record.seed, record.points)
+        write_tensorboard(os.path.join(out_dir, "tensorboard"), record.method, record.seed,
+                          record.points, record.start)
+
+
 def time_to_target(curve, target: float):
     """First time the regret is at or below ``target``; None if never."""
     return next((t for t, r in curve if r <= target), None)

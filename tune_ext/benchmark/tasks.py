@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from tune_ext.benchmark.reference import load_reference, packaged_reference, sgd_grid
+
 MODES = ("min", "max")
 
 
@@ -137,8 +139,6 @@ class Task:
         """The reference number: ``reference``, else the one stored at the reference path."""
         if self.reference is not None:
             return float(self.reference)
-        from tune_ext.benchmark.reference import load_reference
-
         return float(load_reference(self)["reference"])
 
 
@@ -166,7 +166,6 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
     from ray import tune
 
     from trainables import SupervisedTrainable
-    from tune_ext.benchmark.reference import sgd_grid
 
     own = {k: v for k, v in (("model_fn", model_fn), ("data", data), ("loss_fn", loss_fn)) if v is not None}
     if own and (dataset or model):
@@ -195,8 +194,6 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
 
 
 def _builtin(name: str, *args, **kwargs) -> Task:
-    from tune_ext.benchmark.reference import packaged_reference
-
     return sgd_task(name, *args, reference_path=packaged_reference(name), **kwargs)
 
 
