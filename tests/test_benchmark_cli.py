@@ -32,6 +32,7 @@ BAD = [
     (["--budget-s", "nan"], "--budget-s must be a finite number of seconds > 0, got nan"),
     (["--budget-s", "-3"], "--budget-s must be a finite number of seconds > 0, got -3"),
     (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["--max-results", "0"], "--max-results must be >= 1, got 0"),
     (["--seeds", "two"], "argument --seeds: invalid int value: 'two'"),
     (["--concurrency", "0"], "--concurrency must be >= 1, got 0"),
     (["--parallel", "0"], "--parallel must be >= 1, got 0"),

@@ -57,6 +57,9 @@ def benchmark_parser():
     p.add_argument("--budget-s", type=float, default=None,
                    help="wall-clock seconds per method and seed (default: the task's; --quick: "
                         f"{QUICK_BUDGET_S:g})")
+    p.add_argument("--max-results", type=int, default=None,
+                   help="for tests and smoke runs: a run also ends after this many results (a "
+                        "limit that does not depend on the machine's speed)")
     p.add_argument("--concurrency", type=int, default=2, help="concurrent trials per run")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial requests")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -83,6 +86,8 @@ def prepare(args):
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.budget_s is not None and (not math.isfinite(args.budget_s) or args.budget_s <= 0):
         raise UsageError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s:g}")
+    if args.max_results is not None and args.max_results < 1:
+        raise UsageError(f"--max-results must be >= 1, got {args.max_results}")
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be >= 1, got {args.concurrency}")
     if args.parallel is not None and args.parallel < 1:
@@ -96,7 +101,7 @@ def prepare(args):
         budget = Budget(seconds=args.budget_s if args.budget_s is not None else
                         (QUICK_BUDGET_S if args.quick else task.default_budget_s),
                         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
-                        gpus_per_trial=args.gpus_per_trial)
+                        gpus_per_trial=args.gpus_per_trial, max_results=args.max_results)
         task.reference_value()
         check_output_dir(args.out)
     except (ValueError, FileNotFoundError) as exc:

@@ -2,7 +2,9 @@
 
 Each (method, seed) run is one step curve [(seconds since the run started, regret)]. TensorBoard
 gets one run directory per method and seed (``tensorboard/<method>/seed<k>``) under the one tag
-``regret``, so a single chart overlays every method. The plots draw each method in the same
+``regret``, so a single chart overlays every method; its step is milliseconds on the run's clock,
+so the methods line up on TensorBoard's "Step" axis (its "Relative" axis counts from each run's
+first point, which differs between runs). The plots draw each method in the same
 colour everywhere: small multiples by family on shared axes plus an overlay of each family's
 best (``regret.png``), and the average rank over time (``ranks.png``).
 """
@@ -48,14 +50,20 @@ def load_curves(csv_path: str) -> dict[str, dict[int, list[tuple[float, float]]]
             for m, by_seed in curves.items()}
 
 
+def tensorboard_step(time_s: float) -> int:
+    """TensorBoard's step for a point ``time_s`` seconds into a run: milliseconds on the run's
+    clock, so every run starts at step 0 and TensorBoard's "Step" axis lines methods up."""
+    return int(round(time_s * 1000))
+
+
 def write_tensorboard(logdir: str, method: str, seed: int, points: list[dict], start_wall: float):
-    """One run directory per method and seed, tag ``regret``: step = whole seconds since the run
-    started, walltime exact."""
+    """One run directory per method and seed, tag ``regret``: step = milliseconds since the run's
+    clock started (``tensorboard_step``), walltime exact."""
     from tensorboardX import SummaryWriter
 
     with SummaryWriter(os.path.join(logdir, method, f"seed{seed}")) as writer:
         for p in points:
-            writer.add_scalar(TAG, p["regret"], global_step=int(p["time_s"]),
+            writer.add_scalar(TAG, p["regret"], global_step=tensorboard_step(p["time_s"]),
                               walltime=start_wall + p["time_s"])
 
 

@@ -13,7 +13,7 @@ class RunRecord:
         method, seed: which run.
         node: the IP address of the node whose driver ran it.
         start, end: wall-clock times (``time.time()``) of the run's start (its clock: when its
-            workers were ready) and its end.
+            first trial was up) and its end.
         points: the regret curve, ``RegretCallback.points`` (one dict per incumbent change, plus
             the end point): ``time_s`` since ``start``, ``regret``, ``val_score``, ``test_score``,
             ``trial_id``, ``iteration``.
@@ -22,6 +22,10 @@ class RunRecord:
         error: the run's own failure (the ``tune.run`` call raised), as one line.
         results, late_results: results received, and those after the budget (never counted).
         first_result_s: seconds from ``start`` to the first result within the budget.
+        startup_s: seconds from the run's set-up to its first trial being up (worker process
+            started, imports done, trainable constructed), outside the budget; None: no trial
+            came up.
+        devices: where the trials said they trained ("cpu", "cuda"; empty if they do not say).
     """
 
     method: str
@@ -37,6 +41,8 @@ class RunRecord:
     results: int = 0
     late_results: int = 0
     first_result_s: Optional[float] = None
+    startup_s: Optional[float] = None
+    devices: tuple = ()
 
     def curve(self) -> list[tuple[float, float]]:
         """The regret curve as ``[(time_s, regret), ...]`` (empty: no result)."""
@@ -57,4 +63,6 @@ class RunRecord:
                    f"result (first error: {self.first_error})"
         if self.results:
             return f"{self.results} results, none with a finite {metric!r} and {test_metric!r}"
+        if self.startup_s is None:
+            return f"no trial came up ({self.trials} trials created, none started)"
         return f"no result within the budget ({self.trials} trials started)"

@@ -25,11 +25,12 @@ from tune_ext.benchmark.cluster import check_local_gpus, placement_line, ray_for
 from tune_ext.benchmark.curves import write_run
 from tune_ext.benchmark.methods import METHODS, Method
 from tune_ext.benchmark.record import RunRecord
-from tune_ext.benchmark.regret import IncumbentTracker, RegretCallback
+from tune_ext.benchmark.regret import BudgetStopper, IncumbentTracker, RegretCallback
 from tune_ext.benchmark.summary import run_curves, summarize_runs, write_outputs
 from tune_ext.benchmark.tasks import Task
 
 OUTPUTS = ("regret.csv", "tensorboard", "ray")   # what a run writes besides summary and plots
+START_LIMIT_S = 120.0   # the longest a run waits for its first trial (at least its budget)
 
 
 @dataclass
@@ -110,7 +111,7 @@ def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: B
         for record in _each_run(task, runs, budget, reference, storage, options, at_once):
             records.append(record)
             write_run(out_dir, record)
-            _log_run(options.log, task, record, len(records), len(runs))
+            _log_run(options.log, task, budget, records, len(runs))
     summary = summarize_runs(task, methods, seeds, budget, reference, records, cluster, at_once,
                              options.compile_gradient, wall_s=time.time() - t0)
     write_outputs(summary, run_curves(records), out_dir)
@@ -167,7 +168,8 @@ def _each_run(task, runs, budget, reference, storage, options, at_once):
 
 def run_one(task: Task, method: Method, seed: int, budget: Budget, reference: float,
             storage: str, compile_gradient: bool = False, verbose: bool = False) -> RunRecord:
-    """One (method, seed) run: a ``tune.run`` on the budget. Returns its record."""
+    """One (method, seed) run: a ``tune.run`` on the budget, its clock started when its first
+    trial is up (``RegretCallback``). Returns its record."""
     import ray
     from ray import tune
 
@@ -178,12 +180,14 @@ def run_one(task: Task, method: Method, seed: int, budget: Budget, reference: fl
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
     callback = RegretCallback(IncumbentTracker(reference, task.metric, task.mode, task.test_metric),
                               budget_s=budget.seconds)
+    stopper = BudgetStopper(callback, budget.seconds, budget.max_results,
+                            start_limit_s=max(START_LIMIT_S, budget.seconds))
     record = RunRecord(method=method.name, seed=seed, node=ray.util.get_node_ip_address(),
                        start=time.time(), end=math.nan)
     try:
         analysis = tune.run(**method_kwargs(method, task, seed, compile_gradient),
                             metric=task.metric, mode=task.mode,
-                            resources_per_trial=budget.resources(), time_budget_s=budget.seconds,
+                            resources_per_trial=budget.resources(), stop=stopper,
                             callbacks=[callback], verbose=1 if verbose else 0, reuse_actors=True,
                             storage_path=storage, name=f"{method.name}-seed{seed}",
                             raise_on_failed_trial=False)
@@ -197,22 +201,38 @@ def run_one(task: Task, method: Method, seed: int, budget: Budget, reference: fl
     record.end = time.time()
     record.points, record.results = callback.points, callback.n_results
     record.late_results, record.first_result_s = callback.n_late, callback.first_result_s
-    record.start = callback.start_wall or record.start
+    record.start, record.startup_s = callback.start_wall or record.start, callback.startup_s
+    record.devices = tuple(sorted(callback.devices))
     return record
 
 
-def _log_run(log, task: Task, record: RunRecord, done: int, total: int) -> None:
+def _on_cpu_instead(budget: Budget, record: RunRecord) -> bool:
+    """Whether trials that requested a GPU said they trained on the CPU (no CUDA where they ran)."""
+    return bool(budget.gpus_per_trial) and "cpu" in record.devices
+
+
+def _log_run(log, task: Task, budget: Budget, records: list[RunRecord], total: int) -> None:
+    """The progress line of the run that finished last; the first run whose trials fell back to
+    the CPU also gets one line saying so."""
+    record = records[-1]
     reason = record.no_result_reason(task.metric, task.test_metric)
     regret = "no result" if reason else f"regret {record.points[-1]['regret']:.4f}"
-    first = record.first_result_s
-    log(f"[{done}/{total}] {record.method:<14} seed {record.seed}  {regret}  "
+    log(f"[{len(records)}/{total}] {record.method:<14} seed {record.seed}  {regret}  "
         f"trials {record.trials:>4}  results {record.results:>5}  errored {record.errored}  "
-        f"first result {'-' if first is None else f'{first:.1f}s'}  "
-        f"({record.end - record.start:.0f}s)")
+        f"first result {_seconds(record.first_result_s)}  "
+        f"({record.end - record.start:.0f}s, start-up {_seconds(record.startup_s)} before)")
     if reason:
         log("    " + reason)
     elif record.first_error:  # failures are shown, never hidden behind a regret number
         log(f"    first error: {record.first_error}")
+    if _on_cpu_instead(budget, record) and \
+            not any(_on_cpu_instead(budget, r) for r in records[:-1]):
+        log(f"GPU: trials requested {budget.gpus_per_trial:g} GPU and Ray assigned them GPU ids, "
+            f"but CUDA is not available where they ran: they train on the CPU")
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}s"
 
 
 __all__ = ["Budget", "METHODS", "RunOptions", "method_kwargs", "run_benchmark", "run_one"]

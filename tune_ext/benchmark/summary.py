@@ -47,6 +47,7 @@ def summarize_runs(task, methods, seeds, budget, reference, records, cluster, ru
                 "time_to_target_s": time_to_target(curve, task.target_regret),
                 "trials": r.trials, "results": r.results, "errored_trials": r.errored,
                 "late_results": r.late_results, "time_to_first_result_s": r.first_result_s,
+                "startup_s": r.startup_s, "devices": list(r.devices),
                 "no_result": r.no_result_reason(task.metric, task.test_metric),
                 "node": r.node, "start_s": round(r.start - t0, 2), "end_s": round(r.end - t0, 2)})
         final = describe([x["final_regret"] for x in per_seed])
@@ -72,7 +73,7 @@ def summarize_runs(task, methods, seeds, budget, reference, records, cluster, ru
     return {
         "task": task.name, "metric": task.metric, "mode": task.mode, "test_metric": task.test_metric,
         "reference": reference, "reference_test_acc": reference, "target_regret": task.target_regret,
-        "budget_s": budget.seconds, "seeds": list(seeds), "concurrency": budget.concurrency,
+        "budget_s": budget.seconds, "max_results": budget.max_results, "seeds": list(seeds), "concurrency": budget.concurrency,
         "resources_per_trial": budget.resources(), "compile_gradient": compile_gradient,
         "cluster_resources": cluster,
         "placement": {"mode": "sequential" if runs_at_once == 1 else "parallel",
