@@ -76,7 +76,8 @@ def test_reference_command_writes_where_the_user_says(tmp_path):
 
 def test_a_task_from_your_own_model_and_data_runs_black_box_and_gradient_methods(ray_local, tmp_path):
     task = user_task.own_model_task()
-    assert task.gradient_config == {"batch_size": 32} and "model_fn" in task.trainable_kwargs
+    assert task.gradient_config == {"batch_size": 32, "n_lr_windows": 2, "n_momentum_windows": 1,
+                                    "n_weight_decay_windows": 1} and "model_fn" in task.trainable_kwargs
     summary = run_benchmark(task, get_methods(["asha", "fds"]), [0],
                             Budget(300.0, concurrency=1, max_results=4), str(tmp_path),
                             RunOptions(log=lambda s: None))

@@ -187,3 +187,32 @@ def test_a_loss_torch_cannot_differentiate_in_forward_mode_is_explained():
     fwd = hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
     assert_close(fwd, hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
                                     mode="reverse"))
+
+
+def test_the_registry_of_kinds_drives_bounds_and_checks():
+    import subprocess
+    import sys
+
+    from tune_ext.hypergrad.kinds import BOUNDS, KINDS, kinds_of, loss_kinds
+    from tune_ext.hypergrad.outer import SignDescent
+
+    assert kinds_of("sgd") == ("lr", "momentum", "weight_decay")
+    assert kinds_of("adamw") == ("lr", "beta1", "weight_decay")
+    assert loss_kinds() == ("l2", "label_smoothing")
+    assert {k for k, v in KINDS.items() if v.per_layer} == {"lr", "weight_decay", "l2"}
+    # the outer optimisers clamp into the registry's bounds
+    opt = SignDescent({"momentum": 0.5, "label_smoothing": 0.5})
+    hp, _ = opt.step({"momentum": torch.tensor([0.9], dtype=D), "label_smoothing": torch.tensor([0.9], dtype=D)},
+                     {"momentum": torch.tensor([-1.0]), "label_smoothing": torch.tensor([-1.0])})
+    assert float(hp["momentum"]) == BOUNDS["momentum"][1] == 0.999
+    assert float(hp["label_smoothing"]) == 1.0
+    assert KINDS["momentum"].check(0.9995, "momentum") == 0.9995   # valid, though never learned
+    for kind, value, match in (("momentum", 1.0, r"\[0, 1\)"), ("lr", -1e-3, r"\[0, inf\)"),
+                               ("label_smoothing", 1.01, r"\[0, 1\]"), ("lr", "fast", "lr_3")):
+        with pytest.raises(ValueError, match=match):
+            KINDS[kind].check(value, "lr_3" if value == "fast" else kind)
+    for k in KINDS.values():  # every search range lies inside the valid values
+        assert k.low <= k.search[0] < k.search[1] and k.check(k.search[1], k.name) == k.search[1]
+    # pure: no Ray
+    code = "import sys, tune_ext.hypergrad.kinds; assert 'ray' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -5,8 +5,8 @@ step size against the *sign* of its hypergradient, and the step size is halved w
 flips between outer steps, so an entry can travel at most ``outer steps x initial step size``.
 ``ClippedAdam`` and ``ClippedSGD`` apply Adam / SGD to hypergradients clipped to a maximum norm
 per hyperparameter. All three skip (and report) an update whose hypergradients are not finite,
-and clamp the result into ``bounds`` (lr >= 0, 0 <= momentum, beta1 < 1, weight decay >= 0,
-L2 >= 0, 0 <= label smoothing <= 1). ``shrink`` scales chosen entries' moves from then on (FDS's
+and clamp the result into ``bounds`` (default: each kind's ``bounds`` in ``kinds.KINDS``: lr >= 0,
+0 <= momentum, beta1 <= 0.999, weight decay >= 0, L2 >= 0, 0 <= label smoothing <= 1). ``shrink`` scales chosen entries' moves from then on (FDS's
 safeguard backtracks with it, ``safeguard.py``).
 
 Example::
@@ -23,9 +23,7 @@ import math
 
 import torch
 
-MOMENTUM_MAX = 0.999
-BOUNDS = {"lr": (0.0, math.inf), "momentum": (0.0, MOMENTUM_MAX), "weight_decay": (0.0, math.inf),
-          "beta1": (0.0, MOMENTUM_MAX), "l2": (0.0, math.inf), "label_smoothing": (0.0, 1.0)}
+from tune_ext.hypergrad.kinds import BOUNDS, MOMENTUM_MAX  # noqa: F401  (the kinds' registry)
 
 
 def clamp(hparams: dict, bounds: dict = BOUNDS) -> dict:
