@@ -11,10 +11,12 @@ from trainables.config import TASK_KEYS, SGDSchedule, non_negative, positive_int
 from trainables.data import use_compile_cache
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from trainables.registry import did_you_mean
-from tune_ext.hypergrad.engine import DERIVATIVES, forward_run
+from tune_ext.hypergrad.choice import MODES
+from tune_ext.hypergrad.engine import DERIVATIVES
 from tune_ext.hypergrad.losses import regularised, regularised_cross_entropy
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import BOUNDS, OPTIMIZERS, make_outer
+from tune_ext.hypergrad.run import inner_run
 from tune_ext.hypergrad.safeguard import Safeguard
 from tune_ext.hypergrad.updates import SGD, AdamW, layers_of
 
@@ -30,7 +32,8 @@ DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "beta1": 0.05, "weight_decay": 1e-4
 
 
 SAFEGUARD_KEYS = ("backtrack", "collapse_ratio", "backtrack_shrink")  # FDS only
-FDS_KEYS = ("ensemble", *SAFEGUARD_KEYS)
+MODE_KEYS = ("hypergrad_mode", "memory_budget_gb")  # FDS only: the path of its inner runs
+FDS_KEYS = ("ensemble", *SAFEGUARD_KEYS, *MODE_KEYS)
 
 
 def _hparam_keys(h):
@@ -66,6 +69,8 @@ class HypergradConfig:
     collapse_ratio: float | None = None
     backtrack_shrink: float = 0.5
     ensemble: int = 1
+    hypergrad_mode: str = "auto"
+    memory_budget: float | None = None  # bytes, for hypergrad_mode "auto"; None: from the device
 
     @classmethod
     def from_config(cls, config: dict) -> "HypergradConfig":
@@ -125,7 +130,7 @@ class HypergradConfig:
         return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
                    _flag(config, "compile", False), _choice(config, "derivative", DERIVATIVES, "jvp"),
-                   *_safeguard(config, method), _ensemble(config, method))
+                   *_safeguard(config, method), _ensemble(config, method), *_modes(config, method))
 
 
 START_KEYS = ("momentum", "weight_decay")  # and lr_0 .. lr_{k-1}: SupervisedTrainable's schedule
@@ -184,6 +189,26 @@ def _ensemble(config, method) -> int:
     return positive_int(config, "ensemble", 1)
 
 
+def _modes(config, method) -> tuple[str, float | None]:
+    """``hypergrad_mode`` ["auto"] and ``memory_budget_gb`` [None]: how FDS's inner runs are
+    differentiated (``tune_ext.hypergrad.run.inner_run``); the budget in bytes."""
+    if method != "fds":
+        for key in (k for k in MODE_KEYS if k in config):
+            raise ValueError(f"config[{key!r}] chooses how FDS's inner runs are differentiated; "
+                             f"method {method!r} is online and always forward mode")
+        return "forward", None
+    mode = _choice(config, "hypergrad_mode", MODES, "auto")
+    budget = config.get("memory_budget_gb")
+    if budget is None:
+        return mode, None
+    if mode != "auto":
+        raise ValueError(f"config['memory_budget_gb'] is the budget hypergrad_mode 'auto' chooses a "
+                         f"path within; hypergrad_mode is {mode!r}: drop one")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"config['memory_budget_gb'] must be a number > 0 (GiB), got {budget!r}")
+    return mode, float(budget) * 2 ** 30
+
+
 def _choice(config, key, choices, default):
     value = config.get(key, default)
     if value not in choices:
@@ -239,6 +264,12 @@ class FDSTrainable(ReusableTrainable):
     under ``$TUNE_EXT_CACHE/torchinductor``, see ``trainables.data.use_compile_cache``);
     ``derivative`` ["jvp"] | "hvp": how each step's tangent is formed (``hypergrad.engine.Trainer``:
     the same hypergradients by forward-over-reverse or reverse-over-reverse second derivatives).
+
+    ``hypergrad_mode`` ["auto"] | "forward" | "reverse" | "checkpointed" ("fds" only;
+    ``tune_ext.hypergrad.run.inner_run``): how each inner run is differentiated, all exact and
+    equal; "auto" takes the cheapest path whose estimated memory fits ``memory_budget_gb`` [half
+    the device's free memory] and every result reports the path taken (``hypergrad_mode``;
+    "forward" for the online methods). ``derivative`` applies to forward mode only.
 
     ``ensemble`` [1] ("fds" only): inner runs per outer step, each from its own seed (initial
     weights and batch order; run i is the run of this trial with ``seed + i``); the outer update
@@ -418,7 +449,8 @@ class FDSOuterSteps:
         return {**_flat(used), "outer_step": tr.done_steps + 1, "inner_epochs": epochs,
                 "inner_steps": sum(r.steps for r in runs), "hypergrad_nonfinite": nonfinite,
                 "inner_lost": self.guard.reason if lost else None,
-                "n_backtracks": self.guard.backtracks if self.guard is not None else 0}
+                "n_backtracks": self.guard.backtracks if self.guard is not None else 0,
+                "hypergrad_mode": run.mode}
 
     def _inner_run(self, model, shuffle, epochs, hparams, judge):
         """One inner run of ``epochs`` from ``model``'s weights, batches drawn from ``shuffle``;
@@ -430,9 +462,10 @@ class FDSOuterSteps:
         if judge is not None:  # checked at every epoch end (fractions of the run)
             watch = {"watch": lambda step, loss: judge(step / len(batches), loss),
                      "watch_every": len(indices) // epochs}
-        return forward_run(model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), hparams,
-                           update=tr.engine["update"], train_loss=tr.engine["train_loss"],
-                           compile=hc.compile, derivative=hc.derivative, **watch)
+        return inner_run(model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), hparams,
+                         mode=hc.hypergrad_mode, memory_budget=hc.memory_budget,
+                         update=tr.engine["update"], train_loss=tr.engine["train_loss"],
+                         compile=hc.compile, derivative=hc.derivative, **watch)
 
     def state_dict(self) -> dict:
         return {"hparams": self.hparams, "ended": self.ended,
@@ -478,7 +511,7 @@ class OnlineEpochs:
                 tr.hypergrads = info["hypergrads"]
         self.online.load_into(tr.eval_model)
         return {**_flat(self.online.hparams), "epoch": tr.done_steps + 1, "outer_updates": updates,
-                "hypergrad_nonfinite": nonfinite}
+                "hypergrad_nonfinite": nonfinite, "hypergrad_mode": "forward"}
 
     def state_dict(self) -> dict:
         return self.online.state_dict()
