@@ -114,6 +114,9 @@ class BOHBSearch(SpaceSearcher):
         self.paused_trials.discard(trial_id)
         super().on_trial_complete(trial_id, result, error)
 
+    def _model_settings(self) -> dict:
+        return self._bohb_kwargs
+
     def _setup(self) -> None:
         from hpbandster.optimizers.config_generators.bohb import BOHB
 

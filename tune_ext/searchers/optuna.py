@@ -140,6 +140,9 @@ class TPESearch(_OptunaSearch):
     def _make_sampler(self):
         return optuna.samplers.TPESampler(seed=self._seed, **self._tpe_kwargs)
 
+    def _model_settings(self) -> dict:
+        return self._tpe_kwargs
+
 
 class CMAESSearch(_OptunaSearch):
     """CMA-ES search (optuna's ``CmaEsSampler``, with margin for integer/quantised parameters).
@@ -202,3 +205,6 @@ class CMAESSearch(_OptunaSearch):
         return optuna.samplers.CmaEsSampler(
             seed=self._seed, independent_sampler=optuna.samplers.RandomSampler(seed=self._seed),
             warn_independent_sampling=False, **self._cma_kwargs)
+
+    def _model_settings(self) -> dict:
+        return self._cma_kwargs
