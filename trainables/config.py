@@ -1,13 +1,13 @@
 """Validation of trainable configs: every error names the key and what is allowed."""
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from trainables.data import DATASETS
 from trainables.models import MODELS
 from trainables.registry import did_you_mean
+from tune_ext import validate
 
 TASK_KEYS = ("dataset", "model", "batch_size", "seed", "data_root", "model_kwargs", "dataset_kwargs")
 
@@ -108,9 +108,7 @@ def positive_int(config: dict, key: str, default=None) -> int:
     value = config.get(key, default)
     if value is None:
         raise ValueError(f"config is missing {key!r} (a positive int)")
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"config[{key!r}] must be a positive int, got {value!r}")
-    return int(value)
+    return validate.positive_int(f"config[{key!r}]", value)
 
 
 def non_negative(config: dict, key: str, default=None) -> float:
@@ -121,6 +119,4 @@ def non_negative(config: dict, key: str, default=None) -> float:
         value = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"config[{key!r}] must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"config[{key!r}] must be a finite number >= 0, got {value}")
-    return value
+    return validate.non_negative(f"config[{key!r}]", value)

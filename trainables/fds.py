@@ -10,7 +10,7 @@ import torch
 from trainables.config import TASK_KEYS, SGDSchedule, non_negative, positive_int, refuse_unknown_keys
 from trainables.data import use_compile_cache
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
-from trainables.registry import did_you_mean
+from tune_ext.validate import flag, one_of
 from tune_ext.hypergrad.engine import DERIVATIVES, forward_run
 from tune_ext.hypergrad.losses import regularised, regularised_cross_entropy
 from tune_ext.hypergrad.online import OnlineHypergrad
@@ -185,18 +185,11 @@ def _ensemble(config, method) -> int:
 
 
 def _choice(config, key, choices, default):
-    value = config.get(key, default)
-    if value not in choices:
-        raise ValueError(f"config[{key!r}] must be one of {', '.join(choices)}; got {value!r}"
-                         f"{did_you_mean(value, choices)}")
-    return value
+    return one_of(f"config[{key!r}]", config.get(key, default), choices)
 
 
 def _flag(config, key, default):
-    value = config.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"config[{key!r}] must be True or False, got {value!r}")
-    return value
+    return flag(f"config[{key!r}]", config.get(key, default))
 
 
 class IndexedBatches:

@@ -9,11 +9,11 @@ range); they also carry the ``FDSTrainable`` config that the gradient-based meth
 from __future__ import annotations
 
 import importlib
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-MODES = ("min", "max")
+from tune_ext.validate import finite_number as check_finite
+from tune_ext.validate import int_at_least, is_finite_number, min_or_max, non_negative, positive
 
 
 @dataclass(frozen=True)
@@ -92,21 +92,15 @@ class Task:
         if not isinstance(self.space, dict):
             raise ValueError(f"Task {self.name!r}: space must be a dict of Ray Tune domains, "
                              f"got {type(self.space).__name__}")
-        if isinstance(self.max_t, bool) or not isinstance(self.max_t, int) or self.max_t < 1:
-            raise ValueError(f"Task {self.name!r}: max_t must be an int >= 1, got {self.max_t!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"Task {self.name!r}: mode must be one of {MODES}, got {self.mode!r}")
+        int_at_least(f"Task {self.name!r}: max_t", self.max_t, 1)
+        min_or_max(f"Task {self.name!r}: mode", self.mode)
         for key in ("metric", "test_metric"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"Task {self.name!r}: {key} must be a non-empty string")
-        if self.reference is not None and not finite_number(self.reference):
-            raise ValueError(f"Task {self.name!r}: reference must be a finite number, got "
-                             f"{self.reference!r}")
-        if not finite_number(self.target_regret) or self.target_regret < 0:
-            raise ValueError(f"Task {self.name!r}: target_regret must be finite and >= 0, got "
-                             f"{self.target_regret!r}")
-        if not finite_number(self.default_budget_s) or self.default_budget_s <= 0:
-            raise ValueError(f"Task {self.name!r}: default_budget_s must be finite and > 0")
+        if self.reference is not None:
+            check_finite(f"Task {self.name!r}: reference", self.reference)
+        non_negative(f"Task {self.name!r}: target_regret", self.target_regret)
+        positive(f"Task {self.name!r}: default_budget_s", self.default_budget_s)
         object.__setattr__(self, "reference_grid", tuple(dict(c) for c in self.reference_grid))
 
     def runnable(self, trainable=None):
@@ -118,11 +112,6 @@ class Task:
         from ray import tune
 
         return tune.with_parameters(trainable, **self.trainable_kwargs)
-
-    @property
-    def epochs(self) -> int:
-        """The horizon (``max_t``); built-in tasks train one epoch per iteration."""
-        return self.max_t
 
     def search_space(self) -> dict:
         """The one search space every black-box method samples."""
@@ -142,9 +131,7 @@ class Task:
         return float(load_reference(self)["reference"])
 
 
-def finite_number(x) -> bool:
-    """A real number (not a bool), neither NaN nor infinite."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+finite_number = is_finite_number  # the predicate, for runner.py (tune_ext.validate has it)
 
 
 def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = None,

@@ -23,6 +23,8 @@ import math
 
 import torch
 
+from tune_ext.validate import non_negative
+
 MOMENTUM_MAX = 0.999
 BOUNDS = {"lr": (0.0, math.inf), "momentum": (0.0, MOMENTUM_MAX), "weight_decay": (0.0, math.inf),
           "beta1": (0.0, MOMENTUM_MAX), "l2": (0.0, math.inf), "label_smoothing": (0.0, 1.0)}
@@ -49,8 +51,7 @@ class OuterOptimizer:
         if not step_sizes:
             raise ValueError("step_sizes must give an outer step size per hyperparameter, e.g. {'lr': 0.1}")
         for n, s in step_sizes.items():
-            if not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
-                raise ValueError(f"step_sizes[{n!r}] must be a finite number >= 0, got {s!r}")
+            non_negative(f"step_sizes[{n!r}]", s)
         self.step_sizes = {n: float(s) for n, s in step_sizes.items()}
         self.bounds = dict(BOUNDS if bounds is None else bounds)
         self.state: dict = {}
