@@ -9,13 +9,12 @@ range); they also carry the ``FDSTrainable`` config that the gradient-based meth
 from __future__ import annotations
 
 import importlib
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from tune_ext.benchmark.reference import load_reference, packaged_reference, sgd_grid
-
-MODES = ("min", "max")
+from tune_ext.validate import finite_number as check_finite
+from tune_ext.validate import int_at_least, is_finite_number, min_or_max, non_negative, positive
 
 
 @dataclass(frozen=True)
@@ -94,21 +93,15 @@ class Task:
         if not isinstance(self.space, dict):
             raise ValueError(f"Task {self.name!r}: space must be a dict of Ray Tune domains, "
                              f"got {type(self.space).__name__}")
-        if isinstance(self.max_t, bool) or not isinstance(self.max_t, int) or self.max_t < 1:
-            raise ValueError(f"Task {self.name!r}: max_t must be an int >= 1, got {self.max_t!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"Task {self.name!r}: mode must be one of {MODES}, got {self.mode!r}")
+        int_at_least(f"Task {self.name!r}: max_t", self.max_t, 1)
+        min_or_max(f"Task {self.name!r}: mode", self.mode)
         for key in ("metric", "test_metric"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"Task {self.name!r}: {key} must be a non-empty string")
-        if self.reference is not None and not finite_number(self.reference):
-            raise ValueError(f"Task {self.name!r}: reference must be a finite number, got "
-                             f"{self.reference!r}")
-        if not finite_number(self.target_regret) or self.target_regret < 0:
-            raise ValueError(f"Task {self.name!r}: target_regret must be finite and >= 0, got "
-                             f"{self.target_regret!r}")
-        if not finite_number(self.default_budget_s) or self.default_budget_s <= 0:
-            raise ValueError(f"Task {self.name!r}: default_budget_s must be finite and > 0")
+        if self.reference is not None:
+            check_finite(f"Task {self.name!r}: reference", self.reference)
+        non_negative(f"Task {self.name!r}: target_regret", self.target_regret)
+        positive(f"Task {self.name!r}: default_budget_s", self.default_budget_s)
         object.__setattr__(self, "reference_grid", tuple(dict(c) for c in self.reference_grid))
 
     def runnable(self, trainable=None):
@@ -120,11 +113,6 @@ class Task:
         from ray import tune
 
         return tune.with_parameters(trainable, **self.trainable_kwargs)
-
-    @property
-    def epochs(self) -> int:
-        """The horizon (``max_t``); built-in tasks train one epoch per iteration."""
-        return self.max_t
 
     def search_space(self) -> dict:
         """The one search space every black-box method samples."""
@@ -142,9 +130,7 @@ class Task:
         return float(load_reference(self)["reference"])
 
 
-def finite_number(x) -> bool:
-    """A real number (not a bool), neither NaN nor infinite."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+finite_number = is_finite_number  # the predicate, for runner.py (tune_ext.validate has it)
 
 
 def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = None,
@@ -293,13 +279,13 @@ _BUILTIN: dict[str, Callable[[], Task]] = {
     "mnist1d-30": lambda: _builtin(
         "mnist1d-30", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
         default_budget_s=35.0, windows={"lr": 12, "momentum": 9, "weight_decay": 9},
-        reference_path=_packaged("mnist1d"),
+        reference_path=packaged_reference("mnist1d"),
         extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
         description="mnist1d with 30 hyperparameters: 12 lr, 9 momentum, 9 weight-decay windows"),
     "mnist1d-100": lambda: _builtin(
         "mnist1d-100", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
         default_budget_s=35.0, windows={"lr": 15, "momentum": 15, "weight_decay": 15},
-        per_layer=True, n_layers=CNN1D_LAYERS, reference_path=_packaged("mnist1d"),
+        per_layer=True, n_layers=CNN1D_LAYERS, reference_path=packaged_reference("mnist1d"),
         extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
         description="mnist1d with 105 hyperparameters: 15 windows of lr and weight decay for each "
                     "of the CNN's 3 layers, and of momentum"),
