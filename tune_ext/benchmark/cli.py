@@ -36,6 +36,11 @@ def _fail(message: str):
     sys.exit(2)
 
 
+def plain(doc: str) -> str:
+    """A docstring as --help shows it: without reStructuredText's literal markers (````x````)."""
+    return doc.replace("``", "")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, as for every other bad input
         _fail(message)
@@ -177,7 +182,7 @@ def plot_main(argv=None):
     from tune_ext.benchmark.curves import load_curves
     from tune_ext.benchmark.summary import write_plots
 
-    p = _Parser(prog="tune-ext-plot", description=plot_main.__doc__)
+    p = _Parser(prog="tune-ext-plot", description=plain(plot_main.__doc__))
     p.add_argument("out", help="a benchmark output folder")
     args = p.parse_args(argv)
     try:
@@ -187,5 +192,7 @@ def plot_main(argv=None):
         curves = load_curves(csv_path) if os.path.exists(csv_path) else {}
     except (OSError, ValueError) as exc:
         _fail(f"cannot read the benchmark output in {args.out!r}: {exc}")
+    print(f"drawing {args.out}/regret.png and ranks.png ({len(summary.get('methods', {}))} methods)",
+          flush=True)
     write_plots(summary, curves, args.out)
     print(f"wrote {args.out}/regret.png and ranks.png")
