@@ -40,6 +40,14 @@ BAD = [
     (["--task", "no_such_module:task"], "could not be imported"),
     (["--task", "user_task:task", "--methods", "asha"], "no reference"),
     (["--task", "user_task:task", "--methods", "fds"], "needs a task with a gradient_config"),
+    # a configuration every trial would refuse: our message once, before Ray (not from each trial)
+    (["--task", "user_task:typo_task", "--methods", "asha"],
+     "error: method 'asha' on task 'bumps': unknown config key 'momentun' for SupervisedTrainable; "
+     "did you mean 'momentum'? (valid keys: batch_size, data_root, dataset, dataset_kwargs, epochs, "
+     "model, model_kwargs, momentum, seed, weight_decay, lr_0, lr_1, ...)\n"),
+    (["--task", "user_task:gradient_typo_task", "--methods", "asha,fds"],
+     "error: method 'fds' on task 'bumps': unknown config key 'lr_stpe' for FDSTrainable; did you "
+     "mean 'lr_step'?"),
 ]
 
 
@@ -165,3 +173,15 @@ def test_a_task_module_that_cannot_be_imported_is_one_line_before_ray(source, me
     assert err.count("\n") == 1, err
     assert err.startswith("error: task 'owntask_a:task' could not be imported: "
                           + message.format(cwd=in_folder)), err
+
+
+@pytest.mark.parametrize("task", ["typo_task", "gradient_typo_task"])
+def test_run_benchmark_refuses_a_config_every_trial_would_refuse_before_ray(task, no_ray, tmp_path):
+    import user_task
+
+    from tune_ext.benchmark import Budget, get_methods, run_benchmark
+
+    with pytest.raises(ValueError, match=r"^method '(asha|fds)' on task 'bumps': unknown config key"):
+        run_benchmark(getattr(user_task, task)(), get_methods(["asha", "fds"]), [0], Budget(5.0),
+                      str(tmp_path))
+    assert not (tmp_path / "ray").exists()

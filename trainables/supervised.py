@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from trainables.config import TASK_KEYS, SGDSchedule, positive_int, refuse_unknown_keys
+from trainables.config import TASK_KEYS, SGDSchedule, TaskConfig, positive_int, refuse_unknown_keys
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
 from tune_ext.hypergrad.schedule import window_index
 
@@ -50,9 +50,18 @@ class SupervisedTrainable(ReusableTrainable):
                          "momentum": tune.uniform(0.0, 0.99)})
     """
 
-    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+    @classmethod
+    def check_config(cls, config, model_fn=None, data=None, loss_fn=None) -> None:
+        """ValueError for what ``setup`` would refuse in ``config``, without loading data or
+        building the model (the benchmark harness calls it in the driver, before any trial)."""
         refuse_unknown_keys(config, KEYS, "SupervisedTrainable", patterns=(r"lr_\d+",),
                             aliases={"learning_rate": "lr_0", "lr": "lr_0"})
+        SGDSchedule.from_config(config)
+        positive_int(config, "epochs", 20)
+        TaskConfig.from_config(config, own_data=data is not None, own_model=model_fn is not None)
+
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        self.check_config(config, model_fn, data, loss_fn)
         self.schedule = SGDSchedule.from_config(config)
         self.epochs = positive_int(config, "epochs", 20)
         self.device = trial_device()

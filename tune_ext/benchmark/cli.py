@@ -80,7 +80,7 @@ def benchmark_parser():
 
 def prepare(args):
     """Task, methods, seeds and budget from the arguments; UsageError for anything wrong."""
-    from tune_ext.benchmark.methods import METHODS, QUICK_METHODS, get_methods
+    from tune_ext.benchmark.methods import METHODS, QUICK_METHODS, check_trial_config, get_methods
     from tune_ext.benchmark.runner import Budget, check_output_dir
     from tune_ext.benchmark.tasks import DEFAULT_TASK, get_task
 
@@ -98,6 +98,7 @@ def prepare(args):
         methods = get_methods([n.strip() for n in names if n.strip()])
         for m in methods:
             m.check(task)
+            check_trial_config(m, task)
         budget = Budget(seconds=args.budget_s if args.budget_s is not None else
                         (QUICK_BUDGET_S if args.quick else task.default_budget_s),
                         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,

@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Optional
 
-from tune_ext.benchmark.methods import METHODS, Method
+from tune_ext.benchmark.methods import METHODS, Method, check_trial_config
 from tune_ext.benchmark.regret import IncumbentTracker, RegretCallback
 from tune_ext.benchmark.tasks import Task, finite_number
 
@@ -216,6 +216,7 @@ def run_benchmark(task: Task, methods: list[Method], seeds: list[int], budget: B
         raise ValueError(f"parallel must be >= 1, got {parallel}")
     for method in methods:
         method.check(task)
+        check_trial_config(method, task)  # a config every trial would refuse: once, before Ray
     reference = task.reference_value()  # refuse before starting anything
     check_output_dir(out_dir)
     if ray.is_initialized():   # the caller's Ray: check it has room for one trial before anything
