@@ -3,6 +3,7 @@ reference computed by the installed command into a path the user chooses."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +62,10 @@ def test_user_task_inside_a_program_that_started_ray(ray_local, tmp_path):
 def test_reference_command_writes_where_the_user_says(tmp_path):
     out = tmp_path / "refs" / "parabola.json"
     command = Path(sys.executable).parent / "tune-ext-reference"   # the installed entry point
-    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "USER_TASK_REFERENCE": str(out)}
+    # the task module sits in the current folder, as a user's would, and is not on any path:
+    # the command and Ray's workers find it there
+    shutil.copy(HERE / "user_task.py", tmp_path / "user_task.py")
+    env = {**os.environ, "USER_TASK_REFERENCE": str(out)}
     proc = subprocess.run([str(command), "--task", "user_task:task_with_stored_reference",
                            "--seeds", "1", "--num-cpus", "1"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=600)

@@ -186,6 +186,8 @@ def test_an_ensemble_averages_the_hypergradients_of_its_seeds(tmp_path):
 ])
 def test_bad_config_names_the_key(bad, match):
     config = {k: v for k, v in {**FDS, **bad}.items() if v is not None}  # None: drop the key
+    with pytest.raises(ValueError, match=match):   # in the driver, as the harness checks it
+        FDSTrainable.check_config(config)
     with pytest.raises(ValueError, match=match):
         FDSTrainable(config=config)
 

@@ -30,7 +30,15 @@ def refuse_unknown_keys(config: dict, known, owner: str, patterns=(), aliases=No
         if not hint and key in aliases:
             hint = f"; did you mean {aliases[key]!r}?"
         raise ValueError(f"unknown config key {key!r} for {owner}{hint} (valid keys: "
-                         f"{', '.join(sorted(known))}{''.join(', ' + p for p in patterns)})")
+                         f"{', '.join(sorted(known))}{''.join(', ' + readable(p) for p in patterns)})")
+
+
+def readable(pattern: str) -> str:
+    """A key family's regex as a person reads it: ``lr_\\d+`` -> ``lr_0, lr_1, ...``."""
+    prefix = pattern[:-3] if pattern.endswith(r"\d+") else None
+    if prefix is not None and re.fullmatch(r"\w*", prefix):
+        return f"{prefix}0, {prefix}1, ..."
+    return pattern
 
 
 @dataclass(frozen=True)

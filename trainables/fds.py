@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from trainables.config import (TASK_KEYS, Schedule, choice, flag, non_negative, positive_int,
+                               TaskConfig,
                                refuse_unknown_keys, schedule_patterns)
 from trainables.data import use_compile_cache
 from trainables.hyperparams import training_rule
@@ -305,8 +306,16 @@ class FDSTrainable(ReusableTrainable):
                          "lr_init": 0.0, "lr_step": 0.1, "outer_steps": 5})
     """
 
-    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+    @classmethod
+    def check_config(cls, config, model_fn=None, data=None, loss_fn=None) -> None:
+        """ValueError for what ``setup`` would refuse in ``config``, without loading data or
+        building the model (the benchmark harness calls it in the driver, before any trial)."""
         refuse_unknown_keys(config, KEYS, "FDSTrainable", aliases={"learning_rate": "lr_init", "lr": "lr_init"})
+        HypergradConfig.from_config(config)
+        TaskConfig.from_config(config, own_data=data is not None, own_model=model_fn is not None)
+
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        self.check_config(config, model_fn, data, loss_fn)
         self.hc = hc = HypergradConfig.from_config(config)
         if hc.compile:  # one compilation per machine: every trial process shares the kernels
             use_compile_cache()

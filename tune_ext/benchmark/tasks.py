@@ -9,6 +9,9 @@ range); they also carry the ``FDSTrainable`` config that the gradient-based meth
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -301,13 +304,52 @@ def get_task(name: str) -> Task:
         return _BUILTIN[name]()
     if ":" in name:
         module, _, attr = name.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"task {name!r} could not be imported: {exc}") from exc
+        imported = import_user_module(module, f"task {name!r}")
+        if not hasattr(imported, attr):
+            raise ValueError(f"task {name!r} could not be imported: module {module!r} "
+                             f"({getattr(imported, '__file__', None)}) has no attribute {attr!r}")
+        obj = getattr(imported, attr)
         task = obj() if callable(obj) and not isinstance(obj, Task) else obj
         if not isinstance(task, Task):
             raise ValueError(f"task {name!r} is a {type(task).__name__}, not a Task")
         return task
     raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}, or "
                      f"'package.module:attr' naming your own Task")
+
+
+def import_user_module(module: str, what: str):
+    """Imports a user's ``module`` as ``python -m`` finds it: the current folder first (an
+    installed command's ``sys.path`` does not hold it; Ray adds the driver's current folder to
+    its workers' path, so trials find it too).
+
+    Args:
+        module: the dotted module name (``goodtask`` for ``goodtask.py``).
+        what: what the error messages start with (``task 'goodtask:task'``).
+
+    ValueError when the module is not there, or when its own code fails (then with the
+    traceback's last line, e.g. its own missing import, and the file and line that raised it).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ValueError(f"{what} could not be imported: no module {exc.name!r} in the current "
+                             f"folder ({cwd}) or on the Python path; run from the folder that holds "
+                             f"{module.replace('.', '/')}.py, or install it") from None
+        raise ValueError(f"{what} could not be imported: {_failure(module, exc)}") from None
+    except Exception as exc:  # the module's own code failed: SyntaxError, NameError, ...
+        raise ValueError(f"{what} could not be imported: {_failure(module, exc)}") from None
+
+
+def _failure(module: str, exc: BaseException) -> str:
+    """``module 'm' raised <the traceback's last line> (file, line n)``."""
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}, line {exc.lineno}"
+    else:  # the innermost frame of the user's code, not of the import machinery
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else None
+    return f"module {module!r} raised {last}" + (f" ({where})" if where else "")
