@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    from tune_ext.benchmark.runner import Budget, run_benchmark
+    from tune_ext.benchmark import Budget, RunOptions, run_benchmark
     from tune_ext.benchmark.summary import format_table
     from tune_ext.benchmark.tasks import get_task
 
@@ -80,7 +80,7 @@ def main():
     methods = [v for v in VARIANTS if v.name in only]
     budget = Budget(seconds=args.budget_s or task.default_budget_s)
     summary = run_benchmark(task, methods, list(range(args.seeds)), budget, args.out,
-                            log=lambda s: print(s, flush=True))
+                            RunOptions(log=lambda s: print(s, flush=True)))
     print(format_table(summary))
     for v in methods:
         print(f"{v.name}: {v.description}")

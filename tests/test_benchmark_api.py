@@ -3,6 +3,7 @@ reference computed by the installed command into a path the user chooses."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import ray
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 import user_task
-from tune_ext.benchmark import Budget, get_methods, run_benchmark
+from tune_ext.benchmark import Budget, RunOptions, get_methods, run_benchmark
 
 ray.cloudpickle.register_pickle_by_value(user_task)  # Ray workers can't import tests/
 HERE = Path(__file__).resolve().parent
@@ -21,13 +22,16 @@ BEST = user_task.loss_at(0.3, user_task.MAX_T) + 0.01       # the best possible 
 
 def test_user_task_inside_a_program_that_started_ray(ray_local, tmp_path):
     task = user_task.task(reference=BEST)
-    summary = run_benchmark(task, get_methods(["random", "asha"]), [0], Budget(6.0, concurrency=1),
-                            str(tmp_path), log=lambda s: None)
+    # a count of results ends each run: what a wall-clock budget yields depends on the machine
+    summary = run_benchmark(task, get_methods(["random", "asha"]), [0],
+                            Budget(300.0, concurrency=1, max_results=8), str(tmp_path),
+                            RunOptions(log=lambda s: None))
     assert ray.is_initialized()                  # the caller's Ray is left running
     # the session's Ray has 2 CPUs: room for both runs of one trial each, side by side
     assert summary["placement"]["mode"] == "parallel" and summary["placement"]["runs_at_once"] == 2
     spans = [summary["methods"][m]["seeds"][0] for m in ("random", "asha")]
-    assert max(s["start_s"] for s in spans) < min(s["end_s"] for s in spans)
+    # both under way at one moment (their start-ups included)
+    assert max(s["start_s"] - s["startup_s"] for s in spans) < min(s["end_s"] for s in spans)
     assert summary["metric"] == "val_loss" and summary["mode"] == "min"
     with open(tmp_path / "regret.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -52,13 +56,16 @@ def test_user_task_inside_a_program_that_started_ray(ray_local, tmp_path):
         events = mux.Scalars(run, "regret")
         mine = [r for r in rows if r["method"] == run.split(os.sep)[0]]
         assert [round(e.value, 5) for e in events] == [round(float(r["regret"]), 5) for r in mine]
+        assert [e.step for e in events] == [round(float(r["time_s"]) * 1000) for r in mine]
 
 
 def test_reference_command_writes_where_the_user_says(tmp_path):
     out = tmp_path / "refs" / "parabola.json"
     command = Path(sys.executable).parent / "tune-ext-reference"   # the installed entry point
-    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "USER_TASK_REFERENCE": str(out)}
+    # the task module sits in the current folder, as a user's would, and is not on any path:
+    # the command and Ray's workers find it there
+    shutil.copy(HERE / "user_task.py", tmp_path / "user_task.py")
+    env = {**os.environ, "USER_TASK_REFERENCE": str(out)}
     proc = subprocess.run([str(command), "--task", "user_task:task_with_stored_reference",
                            "--seeds", "1", "--num-cpus", "1"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=600)
@@ -74,9 +81,9 @@ def test_a_task_from_your_own_model_and_data_runs_black_box_and_gradient_methods
     task = user_task.own_model_task()
     assert task.gradient_config == {"batch_size": 32, "n_lr_windows": 2, "n_momentum_windows": 1,
                                     "n_weight_decay_windows": 1} and "model_fn" in task.trainable_kwargs
-    # 20 s: a trial process's start (torch, ray.tune imports) takes over 8 s on a loaded 2-core box
-    summary = run_benchmark(task, get_methods(["asha", "fds"]), [0], Budget(20.0, concurrency=1),
-                            str(tmp_path), log=lambda s: None)
+    summary = run_benchmark(task, get_methods(["asha", "fds"]), [0],
+                            Budget(300.0, concurrency=1, max_results=4), str(tmp_path),
+                            RunOptions(log=lambda s: None))
     for name in ("asha", "fds"):
         m = summary["methods"][name]
         assert m["errored_trials"] == 0 and m["trials"] >= 1, m
@@ -91,9 +98,9 @@ def test_the_hybrid_method_runs_end_to_end_in_quick_mode(ray_local, tmp_path, ca
 
     from tune_ext.benchmark import cli
 
-    # quick mode (digits); a longer budget than --quick's 30 s: a loaded machine can take 20 s
-    # to start a trial's worker process
-    cli.main(["--quick", "--methods", "asha-fds", "--budget-s", "45", "--out", str(tmp_path)])
+    # quick mode (digits), ended by a count of results rather than the machine's speed
+    cli.main(["--quick", "--methods", "asha-fds", "--budget-s", "300", "--max-results", "4",
+              "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "task digits" in out and "asha-fds" in out
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -8,11 +8,12 @@ from math import comb
 import numpy as np
 import pytest
 
-from tune_ext.benchmark import Budget, Task, get_task
+from tune_ext.benchmark import Budget, RunRecord, Task, get_task
+from tune_ext.benchmark.cluster import runs_at_once
 from tune_ext.benchmark.methods import METHODS, get_methods
 from tune_ext.benchmark.reference import load_reference, packaged_reference, sgd_grid
-from tune_ext.benchmark.regret import IncumbentTracker, RegretCallback
-from tune_ext.benchmark.runner import method_kwargs, runs_at_once
+from tune_ext.benchmark.regret import BudgetStopper, IncumbentTracker, RegretCallback
+from tune_ext.benchmark.runner import method_kwargs
 from tune_ext.benchmark.stats import (bootstrap_median_ci, describe, disjoint, median,
                                       ranks_over_time, rank_row)
 from tune_ext.benchmark.summary import format_table, summarize_runs
@@ -64,12 +65,41 @@ def test_regret_callback_records_changes_and_an_end_point_only_with_an_incumbent
 
 
 def test_results_after_the_budget_never_change_the_incumbent():
-    cb = RegretCallback(IncumbentTracker(0.98), budget_s=0.0)   # every result arrives "late"
+    cb = RegretCallback(IncumbentTracker(0.98), budget_s=-1.0)   # every result arrives "late"
     cb.setup()
     for i in range(2):
         cb.on_trial_result(i, [], _Trial("t"), {"val_acc": 0.9, "test_acc": 0.97})
     cb.close()
     assert cb.points == [] and cb.n_late == 2 and cb.first_result_s is None
+
+
+def test_the_clock_starts_when_the_first_trial_is_up():
+    cb = RegretCallback(IncumbentTracker(0.98), budget_s=10.0)
+    cb.setup()
+    assert not cb.started and cb.elapsed() == 0.0 and cb.startup_s is None
+    cb.on_trial_start(0, [], _Trial("t0"))
+    assert cb.started and cb.startup_s is not None and cb.startup_s >= 0
+    start = cb.start_wall
+    cb.on_trial_start(1, [], _Trial("t1"))     # a later trial's start leaves the clock alone
+    assert cb.start_wall == start
+    cb.on_trial_result(2, [], _Trial("t0"), {"val_acc": 0.5, "test_acc": 0.9})
+    assert 0 <= cb.first_result_s <= cb.elapsed() and cb.points[0]["time_s"] <= cb.elapsed()
+
+
+def test_the_budget_stopper_ends_a_run_on_its_clock_its_results_or_a_start_that_never_comes():
+    waiting = RegretCallback(IncumbentTracker(0.98))
+    waiting.setup()
+    assert BudgetStopper(waiting, 10.0, start_limit_s=-1.0).stop_all()   # no trial came up
+    assert not BudgetStopper(waiting, 10.0, start_limit_s=1e9).stop_all()
+    running = RegretCallback(IncumbentTracker(0.98))
+    running.setup()
+    running.on_trial_start(0, [], _Trial("t"))
+    assert BudgetStopper(running, 0.0).stop_all()                      # the budget is spent
+    limited, unlimited = BudgetStopper(running, 1e9, max_results=2), BudgetStopper(running, 1e9)
+    assert not limited.stop_all() and not limited("t", {})
+    for i in range(2):
+        running.on_trial_result(i, [], _Trial("t"), {"val_acc": 0.5, "test_acc": 0.9})
+    assert limited.stop_all() and not unlimited.stop_all()
 
 
 def test_median_and_exact_bootstrap_on_a_hand_computed_example():
@@ -126,11 +156,27 @@ def test_disjoint_intervals_with_never():
     assert not disjoint([0.1, None], [0.2, 0.3])
 
 
-def _record(method, seed, points=(), results=0, trials=2, errored=0, error=None, first=None):
-    return {"method": method, "seed": seed, "points": [{"time_s": t, "regret": r} for t, r in points],
-            "results": results, "trials": trials, "errored": errored, "error": error,
-            "first_error": "err.txt" if errored else None, "first_result_s": first,
-            "node": "127.0.0.1", "start": 100.0 + seed, "end": 110.0 + seed}
+def _record(method, seed, points=(), results=0, trials=2, errored=0, error=None, first=None,
+            startup=None):
+    return RunRecord(method=method, seed=seed, node="127.0.0.1", start=100.0 + seed,
+                     end=110.0 + seed, points=[{"time_s": t, "regret": r} for t, r in points],
+                     trials=trials, errored=errored, first_error="err.txt" if errored else None,
+                     error=error, results=results, first_result_s=first, startup_s=startup)
+
+
+def test_a_run_without_a_curve_says_why():
+    assert _record("a", 0, [(1.0, 0.1)], 1).no_result_reason("val", "test") is None
+    assert _record("a", 0, error="RuntimeError: boom").no_result_reason("val", "test") == \
+        "the run failed: RuntimeError: boom"
+    assert _record("a", 0, errored=2).no_result_reason("val", "test").startswith(
+        "2 of 2 trials errored, none reported a usable result (first error: err.txt)")
+    assert _record("a", 0, results=3).no_result_reason("val", "test") == \
+        "3 results, none with a finite 'val' and 'test'"
+    assert _record("a", 0).no_result_reason("val", "test") == \
+        "no trial came up (2 trials created, none started)"
+    assert _record("a", 0, startup=3.0).no_result_reason("val", "test") == \
+        "no result within the budget (2 trials started)"
+    assert _record("a", 0, [(1.0, 0.1), (2.0, 0.05)], 2).curve() == [(1.0, 0.1), (2.0, 0.05)]
 
 
 def test_summary_statistics_and_no_result_are_never_a_number():
@@ -183,7 +229,9 @@ def test_placement_runs_side_by_side_only_where_the_cluster_has_room():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(seconds=0), "finite number > 0"), (dict(seconds=float("nan")), "finite number > 0"),
     (dict(seconds=float("inf")), "finite number > 0"), (dict(seconds=5, concurrency=0), "concurrency"),
-    (dict(seconds=5, gpus_per_trial=-1), "gpus_per_trial")])
+    (dict(seconds=5, gpus_per_trial=-1), "gpus_per_trial"),
+    (dict(seconds=5, max_results=0), "max_results must be an int >= 1"),
+    (dict(seconds=5, max_results=2.5), "max_results must be an int >= 1")])
 def test_budget_refuses_nonsense(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Budget(**kwargs)
@@ -353,6 +401,27 @@ def test_horizon_ladder_doubles_up_to_its_longest_warm_up_then_the_horizon():
     assert horizon_ladder(1) == [1]
     with pytest.raises(ValueError, match="longest <= horizon"):
         horizon_ladder(20, longest=30)
+
+
+def test_tensorboard_steps_are_milliseconds_on_each_runs_clock(tmp_path):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    from tune_ext.benchmark.curves import write_tensorboard
+
+    def points(*pairs):
+        return [{"time_s": t, "regret": r} for t, r in pairs]
+
+    # two runs that started 100 s apart: on the step axis both begin at 0, and points within one
+    # second keep steps of their own
+    write_tensorboard(str(tmp_path), "a", 0, points((0.25, 0.3), (1.0, 0.1), (1.002, 0.05)), 1000.0)
+    write_tensorboard(str(tmp_path), "b", 0, points((0.5, 0.2), (2.0, 0.2)), 1100.0)
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    a, b = mux.Scalars("a/seed0", "regret"), mux.Scalars("b/seed0", "regret")
+    assert [e.step for e in a] == [250, 1000, 1002] and [e.step for e in b] == [500, 2000]
+    assert [round(e.value, 6) for e in a] == [0.3, 0.1, 0.05]
+    assert [e.wall_time for e in b] == pytest.approx([1100.5, 1102.0])
 
 
 def _entries(space, kind):

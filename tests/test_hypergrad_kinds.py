@@ -89,17 +89,23 @@ def central_differences(loss_of, hp, eps=1e-5):
 
 def check(hp, update, train_loss=None, optimizer="sgd", steps=6):
     model, (batches, val) = tanh_mlp(), data(steps)
-    fwd = hypergradient(model, CE, batches, val, hp, update=update, train_loss=train_loss)
-    rev = hypergradient(model, CE, batches, val, hp, mode="reverse", update=update, train_loss=train_loss)
+    kw = dict(update=update, train_loss=train_loss)
+    fwd = hypergradient(model, CE, batches, val, hp, mode="forward", **kw)
+    rev = hypergradient(model, CE, batches, val, hp, mode="reverse", **kw)
     assert {k: v.shape for k, v in fwd.items()} == {k: v.shape for k, v in hp.items()}
     assert all(v.abs().min() > 0 for v in rev.values())  # every entry influences the loss
     assert_close(fwd, rev)
-    # the reverse-over-reverse path: the same numbers (the loss's hyperparameters included)
-    hvp = hypergradient(model, CE, batches, val, hp, update=update, train_loss=train_loss,
-                        derivative="hvp")
-    assert_close(hvp, rev)
+    # the reverse-over-reverse forward path, checkpointed reverse (segments of 4: 6 = 4 + 2) and
+    # auto: the same numbers (the loss's hyperparameters included)
+    others = {"hvp": hypergradient(model, CE, batches, val, hp, mode="forward", derivative="hvp", **kw),
+              "checkpointed": hypergradient(model, CE, batches, val, hp, mode="checkpointed",
+                                            segment=4, **kw),
+              "auto": hypergradient(model, CE, batches, val, hp, **kw)}
+    for got in others.values():
+        assert_close(got, rev)
     fd = central_differences(lambda moved: torch_loop(model, batches, val, moved, optimizer), hp)
-    assert_close(fwd, fd, rtol=1e-6)
+    for got in (fwd, rev, *others.values()):
+        assert_close(got, fd, rtol=1e-6)
     return fwd
 
 
@@ -177,14 +183,19 @@ def test_a_loss_torch_cannot_differentiate_in_forward_mode_is_explained():
     model = nn.Linear(3, 1).to(D)
     batch = (torch.randn(8, 3, dtype=D), torch.randn(8, 1, dtype=D))
     with pytest.raises(RuntimeError, match=r"elementwise operations.*\(out - y\) \*\* 2"):
-        hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
+        hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
+                      mode="forward")
+    # the reverse paths differentiate the fused loss's backward in reverse mode: no such limit
+    rev = hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
+                        mode="reverse")
     # the reverse-over-reverse path never takes a forward-mode derivative of the loss
     hvp = hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch,
-                        {"lr": torch.tensor([0.1])}, derivative="hvp")
+                        {"lr": torch.tensor([0.1])}, mode="forward", derivative="hvp")
+    assert_close(hvp, rev)
     elementwise = lambda out, y: ((out - y) ** 2).mean()  # noqa: E731
     assert_close(hvp, hypergradient(model, elementwise, [batch] * 2, batch,
                                     {"lr": torch.tensor([0.1])}, mode="reverse"))
-    fwd = hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
+    fwd = hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])}, mode="forward")
     assert_close(fwd, hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
                                     mode="reverse"))
 

@@ -1,7 +1,6 @@
 """Validation of trainable configs: every error names the key and what is allowed."""
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import torch
 from trainables.data import DATASETS
 from trainables.models import MODELS
 from trainables.registry import did_you_mean
+from tune_ext import validate
 from tune_ext.hypergrad.kinds import KINDS
 
 TASK_KEYS = ("dataset", "model", "batch_size", "seed", "data_root", "model_kwargs", "dataset_kwargs")
@@ -30,7 +30,15 @@ def refuse_unknown_keys(config: dict, known, owner: str, patterns=(), aliases=No
         if not hint and key in aliases:
             hint = f"; did you mean {aliases[key]!r}?"
         raise ValueError(f"unknown config key {key!r} for {owner}{hint} (valid keys: "
-                         f"{', '.join(sorted(known))}{''.join(', ' + p for p in patterns)})")
+                         f"{', '.join(sorted(known))}{''.join(', ' + readable(p) for p in patterns)})")
+
+
+def readable(pattern: str) -> str:
+    """A key family's regex as a person reads it: ``lr_\\d+`` -> ``lr_0, lr_1, ...``."""
+    prefix = pattern[:-3] if pattern.endswith(r"\d+") else None
+    if prefix is not None and re.fullmatch(r"\w*", prefix):
+        return f"{prefix}0, {prefix}1, ..."
+    return pattern
 
 
 @dataclass(frozen=True)
@@ -159,28 +167,19 @@ class Schedule:
 
 def choice(config: dict, key: str, choices, default):
     """``config[key]`` (default ``default``), which must be one of ``choices``."""
-    value = config.get(key, default)
-    if value not in choices:
-        raise ValueError(f"config[{key!r}] must be one of {', '.join(choices)}; got {value!r}"
-                         f"{did_you_mean(value, choices)}")
-    return value
+    return validate.one_of(f"config[{key!r}]", config.get(key, default), choices)
 
 
 def flag(config: dict, key: str, default: bool) -> bool:
     """``config[key]`` (default ``default``), which must be True or False."""
-    value = config.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"config[{key!r}] must be True or False, got {value!r}")
-    return value
+    return validate.flag(f"config[{key!r}]", config.get(key, default))
 
 
 def positive_int(config: dict, key: str, default=None) -> int:
     value = config.get(key, default)
     if value is None:
         raise ValueError(f"config is missing {key!r} (a positive int)")
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"config[{key!r}] must be a positive int, got {value!r}")
-    return int(value)
+    return validate.positive_int(f"config[{key!r}]", value)
 
 
 def non_negative(config: dict, key: str, default=None) -> float:
@@ -191,6 +190,4 @@ def non_negative(config: dict, key: str, default=None) -> float:
         value = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"config[{key!r}] must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"config[{key!r}] must be a finite number >= 0, got {value}")
-    return value
+    return validate.non_negative(f"config[{key!r}]", value)

@@ -8,21 +8,25 @@ from dataclasses import dataclass
 import torch
 
 from trainables.config import (TASK_KEYS, Schedule, choice, flag, non_negative, positive_int,
+                               TaskConfig,
                                refuse_unknown_keys, schedule_patterns)
 from trainables.data import use_compile_cache
 from trainables.hyperparams import training_rule
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
-from tune_ext.hypergrad.engine import DERIVATIVES, forward_run
+from tune_ext.hypergrad.choice import MODES
+from tune_ext.hypergrad.engine import DERIVATIVES
 from tune_ext.hypergrad.kinds import KINDS, OPTIMIZERS as INNER_OPTIMIZERS, kinds_of, loss_kinds
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import OPTIMIZERS, make_outer
+from tune_ext.hypergrad.run import inner_run
 from tune_ext.hypergrad.safeguard import Safeguard
 
 METHODS = ("fds", "oho", "hd")
 
 
 SAFEGUARD_KEYS = ("backtrack", "collapse_ratio", "backtrack_shrink")  # FDS only
-FDS_KEYS = ("ensemble", *SAFEGUARD_KEYS)
+MODE_KEYS = ("hypergrad_mode", "memory_budget_gb")  # FDS only: the path of its inner runs
+FDS_KEYS = ("ensemble", *SAFEGUARD_KEYS, *MODE_KEYS)
 
 
 def _hparam_keys(h):
@@ -59,6 +63,8 @@ class HypergradConfig:
     backtrack_shrink: float = 0.5
     ensemble: int = 1
     start: Schedule | None = None
+    hypergrad_mode: str = "auto"
+    memory_budget: float | None = None  # bytes, for hypergrad_mode "auto"; None: from the device
 
     @classmethod
     def from_config(cls, config: dict) -> "HypergradConfig":
@@ -113,7 +119,8 @@ class HypergradConfig:
         return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
                    flag(config, "compile", False), choice(config, "derivative", DERIVATIVES, "jvp"),
-                   *_safeguard(config, method), _ensemble(config, method), start)
+                   *_safeguard(config, method), _ensemble(config, method), start,
+                   *_modes(config, method))
 
     def shapes(self, layers) -> dict:
         """The starting hyperparameters' shapes ``{kind: (windows,) or (windows, layers)}``;
@@ -180,6 +187,26 @@ def _ensemble(config, method) -> int:
     return positive_int(config, "ensemble", 1)
 
 
+def _modes(config, method) -> tuple[str, float | None]:
+    """``hypergrad_mode`` ["auto"] and ``memory_budget_gb`` [None]: how FDS's inner runs are
+    differentiated (``tune_ext.hypergrad.run.inner_run``); the budget in bytes."""
+    if method != "fds":
+        for key in (k for k in MODE_KEYS if k in config):
+            raise ValueError(f"config[{key!r}] chooses how FDS's inner runs are differentiated; "
+                             f"method {method!r} is online and always forward mode")
+        return "forward", None
+    mode = choice(config, "hypergrad_mode", MODES, "auto")
+    budget = config.get("memory_budget_gb")
+    if budget is None:
+        return mode, None
+    if mode != "auto":
+        raise ValueError(f"config['memory_budget_gb'] is the budget hypergrad_mode 'auto' chooses a "
+                         f"path within; hypergrad_mode is {mode!r}: drop one")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"config['memory_budget_gb'] must be a number > 0 (GiB), got {budget!r}")
+    return mode, float(budget) * 2 ** 30
+
+
 class IndexedBatches:
     """A run's minibatches as index tensors, gathered only when a step asks for one."""
 
@@ -222,6 +249,12 @@ class FDSTrainable(ReusableTrainable):
     under ``$TUNE_EXT_CACHE/torchinductor``, see ``trainables.data.use_compile_cache``);
     ``derivative`` ["jvp"] | "hvp": how each step's tangent is formed (``hypergrad.engine.Trainer``:
     the same hypergradients by forward-over-reverse or reverse-over-reverse second derivatives).
+
+    ``hypergrad_mode`` ["auto"] | "forward" | "reverse" | "checkpointed" ("fds" only;
+    ``tune_ext.hypergrad.run.inner_run``): how each inner run is differentiated, all exact and
+    equal; "auto" takes the cheapest path whose estimated memory fits ``memory_budget_gb`` [half
+    the device's free memory] and every result reports the path taken (``hypergrad_mode``;
+    "forward" for the online methods). ``derivative`` applies to forward mode only.
 
     ``ensemble`` [1] ("fds" only): inner runs per outer step, each from its own seed (initial
     weights and batch order; run i is the run of this trial with ``seed + i``); the outer update
@@ -273,8 +306,16 @@ class FDSTrainable(ReusableTrainable):
                          "lr_init": 0.0, "lr_step": 0.1, "outer_steps": 5})
     """
 
-    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+    @classmethod
+    def check_config(cls, config, model_fn=None, data=None, loss_fn=None) -> None:
+        """ValueError for what ``setup`` would refuse in ``config``, without loading data or
+        building the model (the benchmark harness calls it in the driver, before any trial)."""
         refuse_unknown_keys(config, KEYS, "FDSTrainable", aliases={"learning_rate": "lr_init", "lr": "lr_init"})
+        HypergradConfig.from_config(config)
+        TaskConfig.from_config(config, own_data=data is not None, own_model=model_fn is not None)
+
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        self.check_config(config, model_fn, data, loss_fn)
         self.hc = hc = HypergradConfig.from_config(config)
         if hc.compile:  # one compilation per machine: every trial process shares the kernels
             use_compile_cache()
@@ -393,7 +434,8 @@ class FDSOuterSteps:
         return {**_flat(used), "outer_step": tr.done_steps + 1, "inner_epochs": epochs,
                 "inner_steps": sum(r.steps for r in runs), "hypergrad_nonfinite": nonfinite,
                 "inner_lost": self.guard.reason if lost else None,
-                "n_backtracks": self.guard.backtracks if self.guard is not None else 0}
+                "n_backtracks": self.guard.backtracks if self.guard is not None else 0,
+                "hypergrad_mode": run.mode}
 
     def _inner_run(self, model, shuffle, epochs, hparams, judge):
         """One inner run of ``epochs`` from ``model``'s weights, batches drawn from ``shuffle``;
@@ -405,9 +447,10 @@ class FDSOuterSteps:
         if judge is not None:  # checked at every epoch end (fractions of the run)
             watch = {"watch": lambda step, loss: judge(step / len(batches), loss),
                      "watch_every": len(indices) // epochs}
-        return forward_run(model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), hparams,
-                           update=tr.engine["update"], train_loss=tr.engine["train_loss"],
-                           compile=hc.compile, derivative=hc.derivative, **watch)
+        return inner_run(model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), hparams,
+                         mode=hc.hypergrad_mode, memory_budget=hc.memory_budget,
+                         update=tr.engine["update"], train_loss=tr.engine["train_loss"],
+                         compile=hc.compile, derivative=hc.derivative, **watch)
 
     def state_dict(self) -> dict:
         return {"hparams": self.hparams, "ended": self.ended,
@@ -453,7 +496,7 @@ class OnlineEpochs:
                 tr.hypergrads = info["hypergrads"]
         self.online.load_into(tr.eval_model)
         return {**_flat(self.online.hparams), "epoch": tr.done_steps + 1, "outer_updates": updates,
-                "hypergrad_nonfinite": nonfinite}
+                "hypergrad_nonfinite": nonfinite, "hypergrad_mode": "forward"}
 
     def state_dict(self) -> dict:
         return self.online.state_dict()

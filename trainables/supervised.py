@@ -7,7 +7,8 @@ import re
 
 import torch
 
-from trainables.config import (TASK_KEYS, Schedule, choice, flag, positive_int, refuse_unknown_keys,
+from trainables.config import (TASK_KEYS, Schedule, TaskConfig, choice, flag, positive_int,
+                               refuse_unknown_keys,
                                schedule_patterns)
 from trainables.hyperparams import training_rule
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
@@ -75,7 +76,17 @@ class SupervisedTrainable(ReusableTrainable):
                          "momentum": tune.uniform(0.0, 0.99)})
     """
 
-    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+    @classmethod
+    def check_config(cls, config, model_fn=None, data=None, loss_fn=None) -> None:
+        """ValueError for what ``setup`` would refuse in ``config``, without loading data or
+        building the model (the benchmark harness calls it in the driver, before any trial)."""
+        cls._schedule(config)
+        positive_int(config, "epochs", 20)
+        TaskConfig.from_config(config, own_data=data is not None, own_model=model_fn is not None)
+
+    @staticmethod
+    def _schedule(config) -> tuple[str, tuple, Schedule]:
+        """The optimizer, the kinds it and the loss read, and the config's schedule of them."""
         refuse_unknown_keys(config, KEYS, "SupervisedTrainable", patterns=schedule_patterns(KINDS),
                             aliases={"learning_rate": "lr_0"})
         optimizer = choice(config, "optimizer", OPTIMIZERS, "sgd")
@@ -85,7 +96,11 @@ class SupervisedTrainable(ReusableTrainable):
             if other:
                 raise ValueError(f"config[{key!r}] is a hyperparameter of another optimizer; "
                                  f"optimizer {optimizer!r} reads {', '.join(kinds_of(optimizer))}")
-        schedule = Schedule.from_config(config, kinds, required=("lr",))
+        return optimizer, kinds, Schedule.from_config(config, kinds, required=("lr",))
+
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        self.check_config(config, model_fn, data, loss_fn)
+        optimizer, kinds, schedule = self._schedule(config)
         self.epochs = positive_int(config, "epochs", 20)
         self.device = trial_device()
         self.task, self.parts = load_task(config, self.device, model_fn=model_fn, data=data, loss_fn=loss_fn)

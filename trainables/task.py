@@ -8,6 +8,7 @@ nn.Module`` (``model_fn=`` or ``config["model"]``) and the loss ``(output, targe
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,8 +22,22 @@ from trainables.models import build_model
 
 
 def trial_device() -> torch.device:
-    """The GPU Ray assigned to this trial (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    """The GPU Ray assigned to this trial (Ray sets CUDA_VISIBLE_DEVICES), else the CPU (also when
+    Ray assigned GPU ids but CUDA is absent: ``placement`` reports it, the harness says so)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def placement(device: torch.device | None) -> dict:
+    """Where a trial trains, for its results: ``device`` ("cpu" or "cuda"), the GPUs Ray assigned
+    (``gpu_ids``, comma-separated, and ``gpu_fraction``, the share of a GPU it was granted) and
+    those the process sees (``visible_gpus``: CUDA_VISIBLE_DEVICES, which Ray sets)."""
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    return {"device": "" if device is None else device.type,
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+            "gpu_fraction": float(assigned.get("GPU", 0.0)),
+            "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,12 @@ class ReusableTrainable(tune.Trainable):
     def reset_config(self, new_config):
         self.setup(new_config)
         return True
+
+    def get_auto_filled_metrics(self, *args, **kwargs) -> dict:
+        """Ray's auto-filled metrics plus the trial's ``placement`` (device and GPU ids), so a
+        run's placement can be checked from its own results."""
+        return {**super().get_auto_filled_metrics(*args, **kwargs),
+                **placement(getattr(self, "device", None))}
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:

@@ -36,6 +36,11 @@ def _fail(message: str):
     sys.exit(2)
 
 
+def plain(doc: str) -> str:
+    """A docstring as --help shows it: without reStructuredText's literal markers (````x````)."""
+    return doc.replace("``", "")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, as for every other bad input
         _fail(message)
@@ -57,6 +62,9 @@ def benchmark_parser():
     p.add_argument("--budget-s", type=float, default=None,
                    help="wall-clock seconds per method and seed (default: the task's; --quick: "
                         f"{QUICK_BUDGET_S:g})")
+    p.add_argument("--max-results", type=int, default=None,
+                   help="for tests and smoke runs: a run also ends after this many results (a "
+                        "limit that does not depend on the machine's speed)")
     p.add_argument("--concurrency", type=int, default=2, help="concurrent trials per run")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial requests")
     p.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -75,7 +83,7 @@ def benchmark_parser():
 
 def prepare(args):
     """Task, methods, seeds and budget from the arguments; UsageError for anything wrong."""
-    from tune_ext.benchmark.methods import METHODS, QUICK_METHODS, get_methods
+    from tune_ext.benchmark.methods import METHODS, QUICK_METHODS, check_trial_config, get_methods
     from tune_ext.benchmark.runner import Budget, check_output_dir
     from tune_ext.benchmark.tasks import DEFAULT_TASK, get_task
 
@@ -83,6 +91,8 @@ def prepare(args):
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.budget_s is not None and (not math.isfinite(args.budget_s) or args.budget_s <= 0):
         raise UsageError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s:g}")
+    if args.max_results is not None and args.max_results < 1:
+        raise UsageError(f"--max-results must be >= 1, got {args.max_results}")
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be >= 1, got {args.concurrency}")
     if args.parallel is not None and args.parallel < 1:
@@ -93,10 +103,11 @@ def prepare(args):
         methods = get_methods([n.strip() for n in names if n.strip()])
         for m in methods:
             m.check(task)
+            check_trial_config(m, task)
         budget = Budget(seconds=args.budget_s if args.budget_s is not None else
                         (QUICK_BUDGET_S if args.quick else task.default_budget_s),
                         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
-                        gpus_per_trial=args.gpus_per_trial)
+                        gpus_per_trial=args.gpus_per_trial, max_results=args.max_results)
         task.reference_value()
         check_output_dir(args.out)
     except (ValueError, FileNotFoundError) as exc:
@@ -115,16 +126,17 @@ def main(argv=None):
         task, methods, seeds, budget = prepare(args)
     except UsageError as exc:
         _fail(str(exc))
-    from tune_ext.benchmark.runner import run_benchmark
+    from tune_ext.benchmark.runner import RunOptions, run_benchmark
     from tune_ext.benchmark.summary import format_table
 
     print(f"task {task.name}: {task.description}\n{len(methods)} method(s) x {len(seeds)} seed(s), "
           f"{budget.seconds:g}s each, {budget.concurrency} concurrent trials of {budget.resources()}",
           flush=True)
     try:
-        summary = run_benchmark(task, methods, seeds, budget, args.out, address=args.address,
-                                verbose=args.verbose, log=lambda s: print(s, flush=True),
-                                compile_gradient=args.compile, parallel=args.parallel)
+        options = RunOptions(address=args.address, parallel=args.parallel,
+                             compile_gradient=args.compile, verbose=args.verbose,
+                             log=lambda s: print(s, flush=True))
+        summary = run_benchmark(task, methods, seeds, budget, args.out, options)
     except ValueError as exc:  # found on the cluster (e.g. no GPU there): Ray is shut down again
         _fail(str(exc))
     print(format_table(summary))
@@ -177,7 +189,7 @@ def plot_main(argv=None):
     from tune_ext.benchmark.curves import load_curves
     from tune_ext.benchmark.summary import write_plots
 
-    p = _Parser(prog="tune-ext-plot", description=plot_main.__doc__)
+    p = _Parser(prog="tune-ext-plot", description=plain(plot_main.__doc__))
     p.add_argument("out", help="a benchmark output folder")
     args = p.parse_args(argv)
     try:
@@ -187,5 +199,7 @@ def plot_main(argv=None):
         curves = load_curves(csv_path) if os.path.exists(csv_path) else {}
     except (OSError, ValueError) as exc:
         _fail(f"cannot read the benchmark output in {args.out!r}: {exc}")
+    print(f"drawing {args.out}/regret.png and ranks.png ({len(summary.get('methods', {}))} methods)",
+          flush=True)
     write_plots(summary, curves, args.out)
     print(f"wrote {args.out}/regret.png and ranks.png")

@@ -2,7 +2,9 @@
 
 Each (method, seed) run is one step curve [(seconds since the run started, regret)]. TensorBoard
 gets one run directory per method and seed (``tensorboard/<method>/seed<k>``) under the one tag
-``regret``, so a single chart overlays every method. The plots draw each method in the same
+``regret``, so a single chart overlays every method; its step is milliseconds on the run's clock,
+so the methods line up on TensorBoard's "Step" axis (its "Relative" axis counts from each run's
+first point, which differs between runs). The plots draw each method in the same
 colour everywhere: small multiples by family on shared axes plus an overlay of each family's
 best (``regret.png``), and the average rank over time (``ranks.png``).
 """
@@ -48,15 +50,30 @@ def load_curves(csv_path: str) -> dict[str, dict[int, list[tuple[float, float]]]
             for m, by_seed in curves.items()}
 
 
+def tensorboard_step(time_s: float) -> int:
+    """TensorBoard's step for a point ``time_s`` seconds into a run: milliseconds on the run's
+    clock, so every run starts at step 0 and TensorBoard's "Step" axis lines methods up."""
+    return int(round(time_s * 1000))
+
+
 def write_tensorboard(logdir: str, method: str, seed: int, points: list[dict], start_wall: float):
-    """One run directory per method and seed, tag ``regret``: step = whole seconds since the run
-    started, walltime exact."""
+    """One run directory per method and seed, tag ``regret``: step = milliseconds since the run's
+    clock started (``tensorboard_step``), walltime exact."""
     from tensorboardX import SummaryWriter
 
     with SummaryWriter(os.path.join(logdir, method, f"seed{seed}")) as writer:
         for p in points:
-            writer.add_scalar(TAG, p["regret"], global_step=int(p["time_s"]),
+            writer.add_scalar(TAG, p["regret"], global_step=tensorboard_step(p["time_s"]),
                               walltime=start_wall + p["time_s"])
+
+
+def write_run(out_dir: str, record) -> None:
+    """A finished run's curve (a ``RunRecord``) into ``out_dir``'s regret.csv and tensorboard/;
+    a run without a result writes nothing."""
+    if record.points:
+        append_csv(os.path.join(out_dir, "regret.csv"), record.method, record.seed, record.points)
+        write_tensorboard(os.path.join(out_dir, "tensorboard"), record.method, record.seed,
+                          record.points, record.start)
 
 
 def time_to_target(curve, target: float):
@@ -93,12 +110,24 @@ def _median_band(curves_by_seed, grid, floor):
 def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_regret: float,
                 reference: float, order=None, best=None, title: str = "", floor: float = 1e-3):
     """Small multiples by family (median and IQR over seeds, log regret, shared axes) and a last
-    panel overlaying each family's best method (``best``: {family: method})."""
+    panel overlaying each family's best method (``best``: {family: method}), as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = regret_figure(curves, families, budget_s, target_regret, reference, order, best, title,
+                        floor)
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
+def regret_figure(curves, families: dict, budget_s: float, target_regret: float, reference: float,
+                  order=None, best=None, title: str = "", floor: float = 1e-3):
+    """``plot_regret``'s figure (a matplotlib Figure on the Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     grid = np.linspace(0.0, budget_s, 400)
     present = [f for f in (*FAMILY_ORDER, "other") if any(families.get(m, "other") == f for m in curves)]
@@ -123,6 +152,10 @@ def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_r
         ax.axhline(target_regret, color="k", linestyle=":", linewidth=1)
         ax.set_title(name, fontsize=10)
         ax.set_xlim(0, budget_s)
+        # few, short time labels ("20", not "20.0"): side by side, one panel's last label and the
+        # next panel's first must not run into each other
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
@@ -136,9 +169,8 @@ def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_r
         ax.set_ylabel(f"regret (floor {floor:g})")
     fig.suptitle(title or f"regret vs reference {reference:.4f}; dotted: target {target_regret:g}",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    fig.tight_layout(w_pad=2.0)
+    return fig
 
 
 def plot_ranks(ranks: dict, grid, png_path: str, order=None, title: str = ""):

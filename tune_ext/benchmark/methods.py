@@ -35,6 +35,35 @@ class Method:
                              f"(as sgd_task makes it); task {task.name!r} has no such space")
 
 
+def check_trial_config(method: Method, task: Task) -> None:
+    """ValueError, in the driver and before any trial starts, for a configuration that
+    ``method``'s trainable would refuse in every trial (a misspelled key, a missing ``lr_0``, ...).
+
+    Checks one configuration drawn from the method's space (fixed seed), with the trainable's own
+    ``check_config`` (``SupervisedTrainable``, ``FDSTrainable``); a trainable without one (a
+    function of your own) is not checked here. Inside Ray the same error would come back from
+    every trial wrapped in Ray's errors; here it is one message naming the method.
+    """
+    import dataclasses
+
+    import numpy as np
+    from ray.tune.search.variant_generator import generate_variants
+
+    own = dict(task.trainable_kwargs or {})
+    # the bare trainable: with trainable_kwargs, runnable() would put them into Ray's object store
+    kwargs = method.build(dataclasses.replace(task, trainable_kwargs=None), 0)
+    trainable = kwargs["run_or_experiment"]
+    check = getattr(trainable, "check_config", None)
+    if check is None:
+        return
+    _, spec = next(generate_variants({"config": kwargs.get("config") or {}},
+                                     random_state=np.random.RandomState(0)))
+    try:
+        check(spec["config"], **{k: own[k] for k in ("model_fn", "data", "loss_fn") if k in own})
+    except ValueError as exc:
+        raise ValueError(f"method {method.name!r} on task {task.name!r}: {exc}") from None
+
+
 def _black_box(search_alg=None, scheduler=None):
     def build(task: Task, seed: int) -> dict:
         return {"run_or_experiment": task.runnable(),

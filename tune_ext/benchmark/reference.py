@@ -5,6 +5,9 @@ learning rates, constant or with a final decay, momentum 0 or 0.9, weight decay 
 setting is trained with each seed for the task's whole horizon (as Ray Tune trials, so any
 trainable works), and the reference is the best mean final ``test_metric``. Regret is only
 reported against a reference that exists: a given number or a stored file.
+
+The task table (``tasks.py``) imports this module for the grid and the stored files; this module
+reads only the ``Task`` it is given, never the table.
 """
 from __future__ import annotations
 
@@ -15,8 +18,6 @@ import shutil
 import statistics
 import tempfile
 import time
-
-from tune_ext.benchmark.tasks import Task
 
 PACKAGED_DIR = os.path.join(os.path.dirname(__file__), "references")
 SGD_GRID = {"lr": (0.01, 0.03, 0.1, 0.3), "decay": (False, True), "momentum": (0.0, 0.9),
@@ -41,16 +42,15 @@ def sgd_grid(n_lr_windows: int) -> list[dict]:
     return out
 
 
-def _command(task: Task) -> str:
-    from tune_ext.benchmark.tasks import TASKS
-
-    if task.name in TASKS and task.reference_path == packaged_reference(task.name):
+def _command(task) -> str:
+    """The command that computes ``task``'s stored reference (a built-in task's is in the package)."""
+    if task.reference_path == packaged_reference(task.name):
         return f"tune-ext-reference --task {task.name}"
     return f"tune-ext-reference --task MODULE:ATTR --out {task.reference_path or 'PATH'} " \
            f"(MODULE:ATTR naming your Task)"
 
 
-def load_reference(task: Task) -> dict:
+def load_reference(task) -> dict:
     """The stored reference of ``task``; an error naming the file and the command if it is missing."""
     path = task.reference_path
     if path is None:
@@ -70,7 +70,7 @@ def load_reference(task: Task) -> dict:
     return data
 
 
-def compute_reference(task: Task, seeds=(0, 1), log=print, num_cpus=None) -> dict:
+def compute_reference(task, seeds=(0, 1), log=print, num_cpus=None) -> dict:
     """Trains every ``task.reference_grid`` config with each seed for ``task.max_t`` iterations.
 
     Runs on the Ray the caller started, else on a local one of ``num_cpus`` (default: all cores)
@@ -126,7 +126,7 @@ def compute_reference(task: Task, seeds=(0, 1), log=print, num_cpus=None) -> dic
             "results": results, "compute_s": round(time.time() - start, 1)}
 
 
-def _searched(task: Task, config: dict) -> dict:
+def _searched(task, config: dict) -> dict:
     """The searched keys of ``config`` (those the task's space samples), for the record."""
     from ray.tune.search.sample import Domain
 

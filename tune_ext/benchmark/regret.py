@@ -13,9 +13,9 @@ import math
 import time
 from typing import Optional
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
-MODES = ("min", "max")
+from tune_ext.validate import min_or_max
 
 
 class IncumbentTracker:
@@ -23,8 +23,7 @@ class IncumbentTracker:
 
     def __init__(self, reference: float, metric: str = "val_acc", mode: str = "max",
                  test_metric: str = "test_acc"):
-        if mode not in MODES:
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        min_or_max("mode", mode)
         self.reference, self.metric, self.mode, self.test_metric = reference, metric, mode, test_metric
         self.val_score: Optional[float] = None
         self.test_score: Optional[float] = None
@@ -54,11 +53,19 @@ class IncumbentTracker:
 
 class RegretCallback(Callback):
     """Ray Tune callback recording one run's regret curve: a point at each incumbent change and
-    one at the end, in seconds since the run started (``points``), plus the run's counts.
+    one at the end, in seconds on the run's clock (``points``), plus the run's counts.
 
-    budget_s: results that arrive after this many seconds (a step that was under way when Ray
-        Tune's time budget ran out) are counted in ``n_late`` but never change the incumbent, so
-        no method gains from steps that overrun the budget; the end point is at the budget.
+    The clock starts when the run's first trial is up: its worker process started, its imports
+    done (torch, ray.tune, the trainable's module) and its trainable constructed. Ray starts a
+    fresh worker process for each trial actor (a warmed-up task worker is never given to an
+    actor), so this start-up cannot happen before ``tune.run``; it is left out of the budget the
+    same way for every method, and measured (``startup_s``). Later trials' start-ups count.
+
+    Args:
+        tracker: the run's incumbent.
+        budget_s: the run's seconds; results that arrive later (a step that was under way when
+            the budget ran out) are counted in ``n_late`` but never change the incumbent, so no
+            method gains from steps that overrun the budget; the end point is at the budget.
     """
 
     def __init__(self, tracker: IncumbentTracker, budget_s: float = math.inf):
@@ -69,18 +76,38 @@ class RegretCallback(Callback):
         self.n_late = 0
         self.trials: set = set()
         self.first_result_s: Optional[float] = None
-        self._start: Optional[float] = None
+        self.startup_s: Optional[float] = None
+        self.devices: set = set()
         self.start_wall: Optional[float] = None
+        self._created = time.monotonic()
+        self._start: Optional[float] = None
+        self._closed = False
 
     def setup(self, **info):
-        self._start, self.start_wall = time.monotonic(), time.time()
+        self._created = time.monotonic()
+
+    @property
+    def started(self) -> bool:
+        """Whether the run's clock runs (its first trial is up)."""
+        return self._start is not None
+
+    def waited(self) -> float:
+        """Seconds since ``tune.run`` set the run up."""
+        return time.monotonic() - self._created
 
     def elapsed(self) -> float:
-        return time.monotonic() - self._start
+        """Seconds on the run's clock (0 before it starts)."""
+        return time.monotonic() - self._start if self.started else 0.0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._start_clock()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._start_clock()   # a result means its trial is up, whatever Ray called first
         self.n_results += 1
         self.trials.add(trial.trial_id)
+        if result.get("device"):   # the built-in trainables say where they trained
+            self.devices.add(result["device"])
         if self.elapsed() > self.budget_s:
             self.n_late += 1
             return
@@ -93,14 +120,45 @@ class RegretCallback(Callback):
         self.close()
 
     def close(self):
-        """Adds the curve's end point (the regret standing when the budget ran out), if any."""
-        if self._start is not None:
-            if self.tracker.regret is not None:
-                self._record("", None)
-            self._start = None
+        """Adds the curve's end point (the regret standing when the run ended), if any."""
+        if not self._closed and self.tracker.regret is not None:
+            self._record("", None)
+        self._closed = True
+
+    def _start_clock(self):
+        if not self.started:
+            self._start, self.start_wall = time.monotonic(), time.time()
+            self.startup_s = round(self._start - self._created, 3)
 
     def _record(self, trial_id: str, iteration):
         tr = self.tracker
         self.points.append({"time_s": round(min(self.elapsed(), self.budget_s), 3), "regret": tr.regret,
                             "val_score": tr.val_score, "test_score": tr.test_score,
                             "trial_id": trial_id, "iteration": iteration})
+
+
+class BudgetStopper(Stopper):
+    """Ends a run (every trial) when its clock (a ``RegretCallback``'s) reaches the budget, after
+    ``max_results`` results, or when no trial is up ``start_limit_s`` after the run began.
+
+    Args:
+        clock: the run's ``RegretCallback``.
+        seconds: the budget on the clock.
+        max_results: see ``Budget.max_results`` (None: no limit).
+        start_limit_s: how long the first trial may take to come up (a trial that can never be
+            placed would otherwise hold the run for ever).
+    """
+
+    def __init__(self, clock: RegretCallback, seconds: float, max_results: Optional[int] = None,
+                 start_limit_s: float = 600.0):
+        self.clock, self.seconds = clock, seconds
+        self.max_results, self.start_limit_s = max_results, start_limit_s
+
+    def __call__(self, trial_id, result) -> bool:
+        return False   # trials end with the run, or by their scheduler
+
+    def stop_all(self) -> bool:
+        if not self.clock.started:
+            return self.clock.waited() > self.start_limit_s
+        return self.clock.elapsed() >= self.seconds or (
+            self.max_results is not None and self.clock.n_results >= self.max_results)

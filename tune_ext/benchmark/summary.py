@@ -21,37 +21,35 @@ MIN_SEEDS_TO_SEPARATE = 3  # below, a bootstrap interval is the range of one or 
 
 
 def run_curves(records) -> dict:
-    """``{method: {seed: [(time_s, regret), ...]}}`` of the runs' records (empty: no result)."""
+    """``{method: {seed: [(time_s, regret), ...]}}`` of the runs' ``RunRecord``s (empty: no result)."""
     curves: dict = {}
     for r in records:
-        curves.setdefault(r["method"], {})[r["seed"]] = [(p["time_s"], p["regret"]) for p in r["points"]]
+        curves.setdefault(r.method, {})[r.seed] = r.curve()
     return curves
 
 
 def summarize_runs(task, methods, seeds, budget, reference, records, cluster, runs_at_once,
                    compile_gradient, wall_s) -> dict:
-    from tune_ext.benchmark.runner import no_result_reason
-
-    by = {(r["method"], r["seed"]): r for r in records}
+    """summary.json's content from the runs' ``RunRecord``s (see the module's docstring)."""
+    by = {(r.method, r.seed): r for r in records}
     curves = run_curves(records)
     grid = [budget.seconds * i / (RANK_POINTS - 1) for i in range(RANK_POINTS)]
     ranks = ranks_over_time(curves, grid)
-    t0 = min(r["start"] for r in records)
+    t0 = min(r.start for r in records)
     out = {}
     for m in methods:
         recs = [by[(m.name, s)] for s in seeds]
         per_seed = []
         for r in recs:
-            reason = no_result_reason(r, task)
-            curve = curves[m.name][r["seed"]]
+            curve = curves[m.name][r.seed]
             per_seed.append({
-                "seed": r["seed"], "final_regret": curve[-1][1] if curve else None,
+                "seed": r.seed, "final_regret": curve[-1][1] if curve else None,
                 "time_to_target_s": time_to_target(curve, task.target_regret),
-                "trials": r["trials"], "results": r["results"], "errored_trials": r["errored"],
-                "late_results": r.get("late_results", 0),
-                "time_to_first_result_s": r["first_result_s"], "no_result": reason,
-                "node": r["node"], "start_s": round(r["start"] - t0, 2),
-                "end_s": round(r["end"] - t0, 2)})
+                "trials": r.trials, "results": r.results, "errored_trials": r.errored,
+                "late_results": r.late_results, "time_to_first_result_s": r.first_result_s,
+                "startup_s": r.startup_s, "devices": list(r.devices),
+                "no_result": r.no_result_reason(task.metric, task.test_metric),
+                "node": r.node, "start_s": round(r.start - t0, 2), "end_s": round(r.end - t0, 2)})
         final = describe([x["final_regret"] for x in per_seed])
         ttt = describe([x["time_to_target_s"] for x in per_seed])
         firsts = [x["time_to_first_result_s"] for x in per_seed if x["time_to_first_result_s"] is not None]
@@ -75,7 +73,7 @@ def summarize_runs(task, methods, seeds, budget, reference, records, cluster, ru
     return {
         "task": task.name, "metric": task.metric, "mode": task.mode, "test_metric": task.test_metric,
         "reference": reference, "reference_test_acc": reference, "target_regret": task.target_regret,
-        "budget_s": budget.seconds, "seeds": list(seeds), "concurrency": budget.concurrency,
+        "budget_s": budget.seconds, "max_results": budget.max_results, "seeds": list(seeds), "concurrency": budget.concurrency,
         "resources_per_trial": budget.resources(), "compile_gradient": compile_gradient,
         "cluster_resources": cluster,
         "placement": {"mode": "sequential" if runs_at_once == 1 else "parallel",

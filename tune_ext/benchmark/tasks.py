@@ -11,11 +11,15 @@ methods need.
 from __future__ import annotations
 
 import importlib
-import math
-from dataclasses import dataclass, field
+import os
+import sys
+import traceback
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-MODES = ("min", "max")
+from tune_ext.benchmark.reference import load_reference, packaged_reference, sgd_grid
+from tune_ext.validate import finite_number as check_finite
+from tune_ext.validate import int_at_least, is_finite_number, min_or_max, non_negative, positive
 
 
 @dataclass(frozen=True)
@@ -95,21 +99,15 @@ class Task:
         if not isinstance(self.space, dict):
             raise ValueError(f"Task {self.name!r}: space must be a dict of Ray Tune domains, "
                              f"got {type(self.space).__name__}")
-        if isinstance(self.max_t, bool) or not isinstance(self.max_t, int) or self.max_t < 1:
-            raise ValueError(f"Task {self.name!r}: max_t must be an int >= 1, got {self.max_t!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"Task {self.name!r}: mode must be one of {MODES}, got {self.mode!r}")
+        int_at_least(f"Task {self.name!r}: max_t", self.max_t, 1)
+        min_or_max(f"Task {self.name!r}: mode", self.mode)
         for key in ("metric", "test_metric"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"Task {self.name!r}: {key} must be a non-empty string")
-        if self.reference is not None and not finite_number(self.reference):
-            raise ValueError(f"Task {self.name!r}: reference must be a finite number, got "
-                             f"{self.reference!r}")
-        if not finite_number(self.target_regret) or self.target_regret < 0:
-            raise ValueError(f"Task {self.name!r}: target_regret must be finite and >= 0, got "
-                             f"{self.target_regret!r}")
-        if not finite_number(self.default_budget_s) or self.default_budget_s <= 0:
-            raise ValueError(f"Task {self.name!r}: default_budget_s must be finite and > 0")
+        if self.reference is not None:
+            check_finite(f"Task {self.name!r}: reference", self.reference)
+        non_negative(f"Task {self.name!r}: target_regret", self.target_regret)
+        positive(f"Task {self.name!r}: default_budget_s", self.default_budget_s)
         object.__setattr__(self, "reference_grid", tuple(dict(c) for c in self.reference_grid))
 
     def runnable(self, trainable=None):
@@ -121,11 +119,6 @@ class Task:
         from ray import tune
 
         return tune.with_parameters(trainable, **self.trainable_kwargs)
-
-    @property
-    def epochs(self) -> int:
-        """The horizon (``max_t``); built-in tasks train one epoch per iteration."""
-        return self.max_t
 
     def search_space(self) -> dict:
         """The one search space every black-box method samples."""
@@ -140,14 +133,10 @@ class Task:
         """The reference number: ``reference``, else the one stored at the reference path."""
         if self.reference is not None:
             return float(self.reference)
-        from tune_ext.benchmark.reference import load_reference
-
         return float(load_reference(self)["reference"])
 
 
-def finite_number(x) -> bool:
-    """A real number (not a bool), neither NaN nor infinite."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+finite_number = is_finite_number  # the predicate, for runner.py (tune_ext.validate has it)
 
 
 def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = None,
@@ -178,7 +167,6 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
     from ray import tune
 
     from trainables import SupervisedTrainable
-    from tune_ext.benchmark.reference import sgd_grid
     from tune_ext.hypergrad.kinds import KINDS, entries, kinds_of
 
     own = {k: v for k, v in (("model_fn", model_fn), ("data", data), ("loss_fn", loss_fn)) if v is not None}
@@ -261,15 +249,9 @@ def refine_schedule(config: dict, windows: dict, per_layer: bool = False, n_laye
     return out
 
 
-def _packaged(name: str) -> str:
-    from tune_ext.benchmark.reference import packaged_reference
-
-    return packaged_reference(name)
-
-
 def _builtin(name: str, *args, **kwargs) -> Task:
     # the variants of a task share its stored reference (its grid's schedules are their points)
-    kwargs.setdefault("reference_path", _packaged(name))
+    kwargs.setdefault("reference_path", packaged_reference(name))
     return sgd_task(name, *args, **kwargs)
 
 
@@ -303,13 +285,13 @@ _BUILTIN: dict[str, Callable[[], Task]] = {
     "mnist1d-30": lambda: _builtin(
         "mnist1d-30", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
         default_budget_s=35.0, windows={"lr": 12, "momentum": 9, "weight_decay": 9},
-        reference_path=_packaged("mnist1d"),
+        reference_path=packaged_reference("mnist1d"),
         extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
         description="mnist1d with 30 hyperparameters: 12 lr, 9 momentum, 9 weight-decay windows"),
     "mnist1d-100": lambda: _builtin(
         "mnist1d-100", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
         default_budget_s=35.0, windows={"lr": 15, "momentum": 15, "weight_decay": 15},
-        per_layer=True, n_layers=CNN1D_LAYERS, reference_path=_packaged("mnist1d"),
+        per_layer=True, n_layers=CNN1D_LAYERS, reference_path=packaged_reference("mnist1d"),
         extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
         description="mnist1d with 105 hyperparameters: 15 windows of lr and weight decay for each "
                     "of the CNN's 3 layers, and of momentum"),
@@ -325,13 +307,52 @@ def get_task(name: str) -> Task:
         return _BUILTIN[name]()
     if ":" in name:
         module, _, attr = name.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"task {name!r} could not be imported: {exc}") from exc
+        imported = import_user_module(module, f"task {name!r}")
+        if not hasattr(imported, attr):
+            raise ValueError(f"task {name!r} could not be imported: module {module!r} "
+                             f"({getattr(imported, '__file__', None)}) has no attribute {attr!r}")
+        obj = getattr(imported, attr)
         task = obj() if callable(obj) and not isinstance(obj, Task) else obj
         if not isinstance(task, Task):
             raise ValueError(f"task {name!r} is a {type(task).__name__}, not a Task")
         return task
     raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}, or "
                      f"'package.module:attr' naming your own Task")
+
+
+def import_user_module(module: str, what: str):
+    """Imports a user's ``module`` as ``python -m`` finds it: the current folder first (an
+    installed command's ``sys.path`` does not hold it; Ray adds the driver's current folder to
+    its workers' path, so trials find it too).
+
+    Args:
+        module: the dotted module name (``goodtask`` for ``goodtask.py``).
+        what: what the error messages start with (``task 'goodtask:task'``).
+
+    ValueError when the module is not there, or when its own code fails (then with the
+    traceback's last line, e.g. its own missing import, and the file and line that raised it).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ValueError(f"{what} could not be imported: no module {exc.name!r} in the current "
+                             f"folder ({cwd}) or on the Python path; run from the folder that holds "
+                             f"{module.replace('.', '/')}.py, or install it") from None
+        raise ValueError(f"{what} could not be imported: {_failure(module, exc)}") from None
+    except Exception as exc:  # the module's own code failed: SyntaxError, NameError, ...
+        raise ValueError(f"{what} could not be imported: {_failure(module, exc)}") from None
+
+
+def _failure(module: str, exc: BaseException) -> str:
+    """``module 'm' raised <the traceback's last line> (file, line n)``."""
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}, line {exc.lineno}"
+    else:  # the innermost frame of the user's code, not of the import machinery
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else None
+    return f"module {module!r} raised {last}" + (f" ({where})" if where else "")

@@ -23,7 +23,8 @@ import math
 
 import torch
 
-from tune_ext.hypergrad.kinds import BOUNDS  # each kind's bounds, from the registry
+from tune_ext.hypergrad.kinds import BOUNDS  # the kinds registry's bounds
+from tune_ext.validate import non_negative
 
 
 def clamp(hparams: dict, bounds: dict = BOUNDS) -> dict:
@@ -47,8 +48,7 @@ class OuterOptimizer:
         if not step_sizes:
             raise ValueError("step_sizes must give an outer step size per hyperparameter, e.g. {'lr': 0.1}")
         for n, s in step_sizes.items():
-            if not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
-                raise ValueError(f"step_sizes[{n!r}] must be a finite number >= 0, got {s!r}")
+            non_negative(f"step_sizes[{n!r}]", s)
         self.step_sizes = {n: float(s) for n, s in step_sizes.items()}
         self.bounds = dict(BOUNDS if bounds is None else bounds)
         self.state: dict = {}
