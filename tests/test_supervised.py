@@ -60,7 +60,8 @@ def test_checkpoint_restore_continues_exactly(tmp_path):
     ({"momentm": 0.9}, "unknown config key 'momentm' for SupervisedTrainable; did you mean 'momentum'"),
     ({"learning_rate": 0.1}, "unknown config key 'learning_rate'.*did you mean 'lr_0'"),
     ({"dataset": "digts"}, "did you mean 'digits'"),
-    ({"lr": 0.1}, r"\(valid keys: batch_size, .*, weight_decay, lr_0, lr_1, \.\.\.\)$"),
+    ({"lrr": 0.1}, r"\(valid keys: batch_size, .*, weight_decay, lr_0, lr_1, \.\.\., momentum_0, "
+                   r"momentum_1, \.\.\., .*, label_smoothing_0, label_smoothing_1, \.\.\.\)$"),
 ])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises(ValueError, match=match):   # in the driver, as the harness checks it

@@ -88,7 +88,7 @@ def _not_both(config, key, argument, related):
 
 def schedule_patterns(kinds) -> tuple[str, ...]:
     """Regexes of the schedule keys of ``kinds`` (``lr_0``, ``momentum_3``): for ``refuse_unknown_keys``."""
-    return (rf"({'|'.join(kinds)})_\d+",) if kinds else ()
+    return tuple(rf"{k}_\d+" for k in kinds)
 
 
 @dataclass(frozen=True)

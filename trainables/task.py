@@ -33,9 +33,13 @@ def placement(device: torch.device | None) -> dict:
     those the process sees (``visible_gpus``: CUDA_VISIBLE_DEVICES, which Ray sets)."""
     import ray
 
-    assigned = ray.get_runtime_context().get_assigned_resources()
+    # only a Ray worker (a trial's actor) has assigned resources; a trainable used directly, also
+    # in a driver that started Ray, has none
+    context = ray.get_runtime_context() if ray.is_initialized() else None
+    in_worker = context is not None and context.get_actor_id() is not None
+    assigned = context.get_assigned_resources() if in_worker else {}
     return {"device": "" if device is None else device.type,
-            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()) if in_worker else "",
             "gpu_fraction": float(assigned.get("GPU", 0.0)),
             "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
