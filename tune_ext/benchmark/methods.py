@@ -41,8 +41,9 @@ def check_trial_config(method: Method, task: Task) -> None:
 
     Checks one configuration drawn from the method's space (fixed seed), with the trainable's own
     ``check_config`` (``SupervisedTrainable``, ``FDSTrainable``); a trainable without one (a
-    function of your own, or a subclass with its own ``setup``) is not checked here. Inside Ray the same error would come back from
-    every trial wrapped in Ray's errors; here it is one message naming the method.
+    function of your own, or a subclass with its own ``setup``) is not checked here. Inside Ray
+    the same error would come back from every trial wrapped in Ray's errors; here it is one
+    message naming the method.
     """
     import dataclasses
 
