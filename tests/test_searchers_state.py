@@ -71,6 +71,7 @@ def test_restored_searcher_suggests_what_the_uninterrupted_one_does(cls, n):
     for fresh in (cls(), cls(SPACE, metric="loss", mode="min", seed=5)):
         fresh.set_state(state)
         assert fresh.n_observations == n and fresh.outcomes == s.outcomes
+        assert fresh.pending_trials == ["pending"]
         assert fresh.get_state() == state
     assert next_suggestions(fresh, pending) == next_suggestions(s, pending)
 
