@@ -194,3 +194,20 @@ def test_a_space_that_is_not_plain_data_needs_the_searchers_own_space():
     with pytest.raises(ValueError, match="another search space"):
         RandomSearch({"act": tune.choice([math.sqrt, math.log]),
                       "x": tune.uniform(0.0, 1.0)}).set_state(state)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_points_to_evaluate_replay_and_the_rest_stay_queued(cls):
+    """Fixed points are replayed as fixed (a partial one still draws the rest), and the points not
+    yet suggested at the save are suggested next by the restored searcher too."""
+    points = [{"x": 2.0, "k": 1, "c": "a", "q": 0.0, "nested": {"lr": 0.01}}, {"x": -1.0},
+              {"x": 3.0}, {"k": 4}]
+    s = cls(SPACE, metric="loss", mode="min", max_t=3, seed=4, points_to_evaluate=points)
+    history(s, 2)
+    pending = s.suggest("pending")   # the third point, in flight
+    state = json.loads(json.dumps(s.get_state()))
+    assert len(state["points"]) == 1 and pending["x"] == 3.0
+    r = cls()
+    r.set_state(state)
+    ours, theirs = next_suggestions(r, pending), next_suggestions(s, pending)
+    assert ours == theirs and ours[0]["k"] == 4
