@@ -37,14 +37,15 @@ def package_of(module: str, path: str) -> str:
 
 
 def imports(module: str, path: str):
-    """(source module, imported name or None) of every import statement in the file, wherever it
-    is (a function-level import still makes a circle)."""
+    """(source module, imported name or None, the name bound or None) of every import in the
+    file, wherever it is (a function-level import still makes a circle)."""
     for node in ast.walk(ast.parse(open(path).read())):
         if isinstance(node, ast.ImportFrom):
             source = node.module or ""
             if node.level:
                 parts = package_of(module, path).split(".")
-                source = ".".join(parts[:len(parts) - node.level + 1] + ([source] if source else []))
+                parts = parts[:len(parts) - node.level + 1]
+                source = ".".join(parts + ([source] if source else []))
             for alias in node.names:
                 yield source, alias.name, alias.asname or alias.name
         elif isinstance(node, ast.Import):

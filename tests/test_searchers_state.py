@@ -136,7 +136,8 @@ def test_state_of_another_version_searcher_or_shape_is_refused(cls):
     n = len(state["events"])
     cases = [({**state, "version": 2}, "has version 2, this tune-ext reads version 1"),
              ([1, 2], "is not a tune-ext searcher state"),
-             ({**state, "searcher": other}, f"is the state of a '{other}', not of a {cls.__name__}"),
+             ({**state, "searcher": other},
+              f"is the state of a '{other}', not of a {cls.__name__}"),
              ({k: v for k, v in state.items() if k != "events"}, r"is malformed.*lacks \['events"),
              ({**state, "events": state["events"] + [["result", "t0", 1]]},
               f"is malformed.*event {n} is"),
