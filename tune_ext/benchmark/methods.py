@@ -100,6 +100,9 @@ def _gradient(method: str, spread_starts: bool = True):
     return build
 
 
+gradient_trials = _gradient  # public: scripts build variants of the gradient methods with it
+
+
 def _without_inits(config: dict) -> dict:
     return {k: v for k, v in config.items() if not k.endswith("_init")}
 
