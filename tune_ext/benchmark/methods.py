@@ -41,8 +41,9 @@ def check_trial_config(method: Method, task: Task) -> None:
 
     Checks one configuration drawn from the method's space (fixed seed), with the trainable's own
     ``check_config`` (``SupervisedTrainable``, ``FDSTrainable``); a trainable without one (a
-    function of your own) is not checked here. Inside Ray the same error would come back from
-    every trial wrapped in Ray's errors; here it is one message naming the method.
+    function of your own, or a subclass with its own ``setup``) is not checked here. Inside Ray
+    the same error would come back from every trial wrapped in Ray's errors; here it is one
+    message naming the method.
     """
     import dataclasses
 
@@ -53,9 +54,10 @@ def check_trial_config(method: Method, task: Task) -> None:
     # the bare trainable: with trainable_kwargs, runnable() would put them into Ray's object store
     kwargs = method.build(dataclasses.replace(task, trainable_kwargs=None), 0)
     trainable = kwargs["run_or_experiment"]
-    check = getattr(trainable, "check_config", None)
-    if check is None:
-        return
+    owner = next((c for c in getattr(trainable, "__mro__", ()) if "check_config" in vars(c)), None)
+    if owner is None or trainable.setup is not owner.setup:
+        return   # not ours, or a subclass with its own setup (it may read keys ours does not)
+    check = trainable.check_config
     _, spec = next(generate_variants({"config": kwargs.get("config") or {}},
                                      random_state=np.random.RandomState(0)))
     try:
@@ -96,6 +98,9 @@ def _gradient(method: str, spread_starts: bool = True):
         return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
                 "search_alg": search_alg, "num_samples": UNLIMITED}
     return build
+
+
+gradient_trials = _gradient  # public: scripts build variants of the gradient methods with it
 
 
 def _without_inits(config: dict) -> dict:
