@@ -185,15 +185,17 @@ def test_adaptive_splits_trials_and_runs_asha_per_bracket():
     d = Driver(s)
     ids = [f"t{i:02d}" for i in range(20)]
     d.add(*ids)
+    # where each trial stands, from the scheduler's public saved state
+    bracket = {t: e["bracket"] for t, e in s.get_state()["book"]["trials"].items()}
     counts = [0] * len(plan)
     for t in ids:
-        counts[s._trials[t].bracket] += 1
+        counts[bracket[t]] += 1
     assert counts == [n for n, _ in plan]
     # bracket with rungs 4, 16: the first arrival at t=4 waits (top floor(1/4) = 0)
-    b1 = [t for t in ids if s._trials[t].bracket == 1]
+    b1 = [t for t in ids if bracket[t] == 1]
     assert d.report(b1[0], 4, 1.0) == P
     # single-rung bracket: plain training to max_t
-    b2 = [t for t in ids if s._trials[t].bracket == 2]
+    b2 = [t for t in ids if bracket[t] == 2]
     assert d.report(b2[0], 15, 0.0) == C and d.report(b2[0], 16, 0.0) == S
     with pytest.raises(ValueError, match="aggressiveness must be one of"):
         AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=20,
@@ -210,7 +212,8 @@ def test_set_search_properties_follows_rays_rule():
     assert not s.set_search_properties(None, "max")
     fresh = ASHAScheduler(max_t=9)
     assert fresh.set_search_properties("acc", "max")
-    assert (fresh._metric, fresh._mode) == ("acc", "max")
+    state = fresh.get_state()
+    assert (fresh.metric, state["metric"], state["mode"]) == ("acc", "acc", "max")
 
 
 @pytest.mark.parametrize("make", [
