@@ -176,11 +176,22 @@ class MetricScheduler(Restorable, TrialScheduler):
         """(the PENDING trial to start next, whether any trial is RUNNING). Trials start in the
         order they joined the book: Ray adds trials in that order, but a restore hands them back
         in no fixed order (its snapshot comes from a set), and an asynchronous scheduler's
-        decisions depend on the order results arrive. Trials the book never saw come after."""
+        decisions depend on the order results arrive. Trials the book never saw come after. A
+        restored trial starts from its checkpoint: one whose checkpoint is gone is stopped
+        (``_resumable``) and the next one starts."""
+        while True:
+            trial, busy = self._first_pending(tune_controller)
+            if trial is None or self._resumable(trial, "the next trial starts instead"):
+                return trial, busy
+
+    def _first_pending(self, tune_controller) -> tuple[Optional[Trial], bool]:
         first, busy, rank = None, False, self._start_order
         best = math.inf
         for trial in tune_controller.get_trials():
             if trial.status == Trial.PENDING:
+                entry = self._trials.get(trial.trial_id)
+                if entry is not None and entry.stopped:
+                    continue     # queued for stopping (_to_stop): it never starts again
                 if rank is None:
                     return trial, busy
                 position = rank.get(trial.trial_id, len(rank))
@@ -249,19 +260,21 @@ class MetricScheduler(Restorable, TrialScheduler):
         return checkpoint.path, there
 
     def _resumable(self, trial: Trial, instead: str) -> bool:
-        """Whether the PAUSED trial the scheduler is about to resume can resume where it paused.
-        When the checkpoint Ray would load is gone, say so, naming the trial, the path and what
-        the scheduler does ``instead``; the trial is stopped (its records stay: real
-        measurements) and False returned."""
+        """Whether a trial the scheduler is about to resume (PAUSED, or restored PENDING) can go
+        on where it stopped. When the checkpoint Ray would load is gone, say so, naming the
+        trial, the path and what the scheduler does ``instead``; the trial is stopped (its
+        records stay: real measurements) and False returned."""
         path, there = self._checkpoint(trial)
         tid = trial.trial_id
+        if path is None or tid not in self._trials:
+            return True      # a new trial, or one without checkpoints: it starts from scratch
         if there:
             self._resumed[tid] = ((trial.last_result or {}).get(self._time_attr), path)
             return True
         entry = self._trials[tid]
         logger.error(
             "%s: trial %s was to resume from rung %d (%s=%s), but its checkpoint %s is missing: "
-            "it cannot go on from where it paused, so it is stopped (its results stay in the "
+            "it cannot go on from where it stopped, so it is stopped (its results stay in the "
             "rungs) and %s. To keep such a trial, keep its checkpoints (CheckpointConfig("
             "num_to_keep=None), the default) and do not delete them while the experiment runs.",
             type(self).__name__, tid, entry.rung, self._time_attr,

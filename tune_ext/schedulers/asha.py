@@ -132,13 +132,13 @@ class ASHAScheduler(MetricScheduler):
 
     def _promotion(self, bracket: int) -> Optional[Trial]:
         """The paused trial of ``bracket`` to promote next; one whose checkpoint is gone is
-        stopped, with a message, and the next one is promoted instead."""
+        stopped, with a message, and promotions go on without it."""
         while True:
             tid = self._rule.next_promotion(self._book, bracket)
             trial = self._objects.get(tid) if tid is not None else None
             if trial is None or trial.status != Trial.PAUSED:
                 return None
-            if self._resumable(trial, "the next promotable trial is promoted instead"):
+            if self._resumable(trial, "promotions go on without it"):
                 return trial
 
     def _stop_unpromotable(self, tune_controller) -> None:
