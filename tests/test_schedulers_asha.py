@@ -185,15 +185,17 @@ def test_adaptive_splits_trials_and_runs_asha_per_bracket():
     d = Driver(s)
     ids = [f"t{i:02d}" for i in range(20)]
     d.add(*ids)
+    # where each trial stands, from the scheduler's public saved state
+    bracket = {t: e["bracket"] for t, e in s.get_state()["book"]["trials"].items()}
     counts = [0] * len(plan)
     for t in ids:
-        counts[s._trials[t].bracket] += 1
+        counts[bracket[t]] += 1
     assert counts == [n for n, _ in plan]
     # bracket with rungs 4, 16: the first arrival at t=4 waits (top floor(1/4) = 0)
-    b1 = [t for t in ids if s._trials[t].bracket == 1]
+    b1 = [t for t in ids if bracket[t] == 1]
     assert d.report(b1[0], 4, 1.0) == P
     # single-rung bracket: plain training to max_t
-    b2 = [t for t in ids if s._trials[t].bracket == 2]
+    b2 = [t for t in ids if bracket[t] == 2]
     assert d.report(b2[0], 15, 0.0) == C and d.report(b2[0], 16, 0.0) == S
     with pytest.raises(ValueError, match="aggressiveness must be one of"):
         AdaptiveASHAScheduler(metric="m", mode="max", max_t=16, max_trials=20,
@@ -210,7 +212,8 @@ def test_set_search_properties_follows_rays_rule():
     assert not s.set_search_properties(None, "max")
     fresh = ASHAScheduler(max_t=9)
     assert fresh.set_search_properties("acc", "max")
-    assert (fresh._metric, fresh._mode) == ("acc", "max")
+    state = fresh.get_state()
+    assert (fresh.metric, state["metric"], state["mode"]) == ("acc", "acc", "max")
 
 
 @pytest.mark.parametrize("make", [
@@ -293,3 +296,39 @@ def test_restored_scheduler_starts_pending_trials_in_join_order():
     assert {value[tid]: trial.last_result.get("training_iteration")
             for tid, trial in second.trials.items()} == \
         {0.5: 1, 0.2: 1, 0.9: 9, 0.1: 1, 0.7: 3, 0.3: 1, 0.8: 3, 0.4: 1, 0.6: 1}
+
+
+class LocalCheckpoint:
+    """What the scheduler reads of a Ray Checkpoint: its path and filesystem."""
+
+    def __init__(self, path):
+        from pyarrow.fs import LocalFileSystem
+        self.path, self.filesystem = str(path), LocalFileSystem()
+
+
+def test_promotion_of_a_trial_whose_checkpoint_is_gone_is_reported(tmp_path, caplog):
+    """Rung 0 (n=6, top 2): c promoted itself on arrival, b waits in the top 2 and is promoted
+    when a worker frees, unless its checkpoint was deleted: then it is stopped, with an error
+    naming it and the path, and the worker starts a new trial (a is not in the top 2)."""
+    d = Driver(ASHAScheduler(metric="m", mode="max", max_t=9))
+    d.add(*"abcdefg")
+    arrivals = [("a", 1), ("b", 2), ("c", 3), ("d", 0.5), ("e", 0.4), ("f", 0.3)]
+    assert [d.report(t, 1, v) for t, v in arrivals] == [P, P, C, P, P, P]
+    kept, gone = tmp_path / "kept", tmp_path / "gone"
+    kept.mkdir()
+    for tid, path in [("a", kept), ("b", gone), ("d", kept), ("e", kept), ("f", kept)]:
+        d.trials[tid].checkpoint = LocalCheckpoint(path)
+    with caplog.at_level("ERROR"):
+        picked = d.choose()
+    assert picked is d.trials["g"]
+    said = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
+    assert len(said) == 1 and "trial b" in said[0] and str(gone) in said[0] \
+        and "is missing" in said[0] and "promotions go on without it" in said[0], said
+    d.choose()   # the next decision stops it (it never runs again)
+    assert ("b", None, "STOPPED_BY_SCHEDULER") in d.log
+    # with its checkpoint there, b is the one promoted
+    d2 = Driver(ASHAScheduler(metric="m", mode="max", max_t=9))
+    d2.add(*"abcdefg")
+    [d2.report(t, 1, v) for t, v in arrivals]
+    d2.trials["b"].checkpoint = LocalCheckpoint(kept)
+    assert d2.choose() is d2.trials["b"]

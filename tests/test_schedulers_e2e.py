@@ -102,8 +102,8 @@ def test_supervised_trainable(ray_local, tmp_path, make):
     assert all(t.status == "TERMINATED" for t in analysis.trials)
     epochs = {t.config["lr_0"]: t.last_result["epoch"] for t in analysis.trials}
     assert epochs[0.3] == 3
-    assert sum(epochs.values()) < 9 or isinstance(sched, AdaptiveASHAScheduler) and \
-        sched._quota != [3]
+    # every scheduler here halves (adaptive's plan for 3 trials is one bracket with rungs 1, 3)
+    assert sum(epochs.values()) < 9
 
 
 def test_failures_sha(ray_local, tmp_path):

@@ -53,7 +53,8 @@ def test_hyperband_fills_paper_brackets_most_aggressive_first():
     assert sizes == [9, 5, 3]
     ids = [f"t{i:02d}" for i in range(sum(sizes) + 2)]
     d.add(*ids)
-    brackets = [d.scheduler._trials[t].bracket for t in ids]
+    joined = d.scheduler.get_state()["book"]["trials"]   # the public saved state
+    brackets = [joined[t]["bracket"] for t in ids]
     assert brackets == [0] * 9 + [1] * 5 + [2] * 3 + [3] * 2   # then a second band
     # bracket 0 (r = 1, 3, 9) is full: its 9th arrival completes rung 0 at once
     for i, t in enumerate(ids[:9]):
@@ -273,3 +274,18 @@ def test_state_is_versioned_json_and_gives_identical_decisions(cls):
     assert s2.debug_string() == s.debug_string()
     with pytest.raises(ValueError, match=r"for \(max_t, min_t, reduction_factor\) = \(9, 1, 3\)"):
         cls(metric="m", mode="max", max_t=27, reduction_factor=3).set_state(state)
+
+
+def test_rung_whose_trials_all_errored_is_complete_in_the_report():
+    """Rung 0 keeps 1 of 3; that trial fails for good on its way to rung 1, and Ray asks the
+    scheduler nothing more (no trial is left to run): rungs 1 and 2 can get no result, and the
+    report says they are done."""
+    d = Driver(SuccessiveHalvingScheduler(metric="m", mode="max", max_t=9, reduction_factor=3))
+    d.add("a", "b", "c")
+    d.search_alg.finished = True
+    assert d.choose() is d.trials["a"]
+    assert [d.report(t, 1, v) for t, v in [("a", 1), ("b", 2), ("c", 3)]] == [P, P, C]
+    assert d.choose() is None and stopped(d) == ["a", "b"]
+    d.error("c")
+    report = d.scheduler.debug_string()
+    assert "t=3: 0 arrived, 0 expected (done) | t=9: 0 arrived, 0 expected (done)" in report, report

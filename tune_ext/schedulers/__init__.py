@@ -1,4 +1,5 @@
-"""Ray Tune trial schedulers: SHA, paper-exact Hyperband, ASHA (promotion and stopping), adaptive ASHA.
+"""Ray Tune trial schedulers: SHA, paper-exact Hyperband, ASHA (promotion and stopping), adaptive ASHA,
+and ``MetricScheduler``, the base class to write another (docs/schedulers.md).
 
 The names below load on first use, so that the pure modules (``brackets``, ``rungs``,
 ``ranking``) import without Ray.
@@ -9,14 +10,17 @@ import importlib
 from typing import TYPE_CHECKING
 
 _MODULE_OF = {"ASHAScheduler": "asha", "AdaptiveASHAScheduler": "adaptive",
-              "HyperbandScheduler": "hyperband", "SchedulerStateCallback": "state",
+              "HyperbandScheduler": "hyperband", "MetricScheduler": "_base",
+              "SchedulerStateCallback": "state",
               "SuccessiveHalvingScheduler": "sha", "hyperband_brackets": "brackets"}
 
-__all__ = ["ASHAScheduler", "AdaptiveASHAScheduler", "HyperbandScheduler", "SchedulerStateCallback",
+__all__ = ["ASHAScheduler", "AdaptiveASHAScheduler", "HyperbandScheduler", "MetricScheduler",
+           "SchedulerStateCallback",
            "SuccessiveHalvingScheduler",
            "hyperband_brackets"]
 
 if TYPE_CHECKING:
+    from tune_ext.schedulers._base import MetricScheduler
     from tune_ext.schedulers.adaptive import AdaptiveASHAScheduler
     from tune_ext.schedulers.asha import ASHAScheduler
     from tune_ext.schedulers.brackets import hyperband_brackets

@@ -1,24 +1,20 @@
-"""What every tune-ext scheduler shares: metric/mode/time_attr handling, and the adapter from Ray's
-calls to the rung book (restore, reconciliation, state save/load)."""
+"""The declared contract of every tune-ext scheduler: metric/mode/time_attr handling, Ray's trial
+protocol around a rung book (``rungs.py``), and the hooks a scheduler implements. Restore and its
+reconciliation live in ``restore.py``, once for every scheduler."""
 from __future__ import annotations
 
 import logging
 import math
-import pickle
 from typing import Optional
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from tune_ext.schedulers.restore import FINISHED, Restorable
 from tune_ext.schedulers.rungs import RungBook, TrialEntry
 from tune_ext.validate import MODES
 
 logger = logging.getLogger(__name__)
-
-STATE_FILES = "callback-states-*.pkl"
-# 2: one rung book (rungs.py) for every scheduler; 1 had a structure per scheduler
-STATE_VERSION = 2
-FINISHED = (Trial.TERMINATED, Trial.ERROR)
 
 
 # Ray's scheduler arguments: the same meaning under Ray's name, or what to do instead
@@ -50,16 +46,34 @@ def ray_arguments(cls_name: str, min_t, ray_kwargs: dict, valid: tuple) -> int:
     return grace if grace is not None else (1 if min_t is None else min_t)
 
 
-class MetricScheduler(TrialScheduler):
-    """Base class: reads ``time_attr`` and ``metric`` from results and turns the metric into a
-    score where higher is better and every non-finite value (NaN, +inf, -inf) ranks last."""
+class MetricScheduler(Restorable, TrialScheduler):
+    """Base class of every tune-ext scheduler, as Ray's ``Searcher`` is of searchers: it reads
+    ``time_attr`` and ``metric`` from results and turns the metric into a score where higher is
+    better and every non-finite value (NaN, +inf, -inf) ranks last; it keeps the rung book
+    (``self._book``, ``rungs.RungBook``) and Ray's trial protocol around it; and it declares below
+    every hook a scheduler implements, with what Ray calls, what the book holds and what to return.
+    A hook without a sensible default raises NotImplementedError.
+
+    A subclass opens its brackets in the book in its constructor and implements
+    ``_bracket_for_new_trial``, ``on_trial_result``, ``_catch_up`` and ``_replay``; restore (with
+    or without saved state), reconciliation with the trials Ray hands back, the saved state and
+    the defaults for trials that end, fail or come back are inherited (``restore.py``). See
+    docs/schedulers.md, "Write your own scheduler", for a complete example.
+
+    Args:
+        time_attr: the result key that measures training progress (``training_iteration``).
+        metric, mode: what to rank by, "min" or "max"; or None, given later by Ray
+            (``set_search_properties``).
+        max_t: the budget at which every trial stops (in ``time_attr`` units).
+        reduction_factor: eta, the book's ranking factor (the top 1/eta of a rung continue).
+    """
 
     # A rung decision must see every result one at a time: buffered results would let a trial
     # run past a rung (and record itself in the next one) before its PAUSE or STOP lands.
     _supports_buffered_results = False
 
     def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
-                 mode: Optional[str] = None):
+                 mode: Optional[str] = None, max_t=100, reduction_factor=3):
         super().__init__()
         if not isinstance(time_attr, str) or not time_attr:
             raise ValueError(f"time_attr must be a non-empty string, got {time_attr!r}")
@@ -72,6 +86,9 @@ class MetricScheduler(TrialScheduler):
         self._mode = mode
         self._checked_start = False
         self._budget_told = False
+        # the geometry: checked by the subclass, which knows its other arguments (brackets.py)
+        self._max_t, self._eta = max_t, reduction_factor
+        self._use_book(RungBook(reduction_factor))
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
         # Ray's rule: refuse only a value given on both sides (constructor and tune.run)
@@ -141,12 +158,9 @@ class MetricScheduler(TrialScheduler):
                 return
 
     # ---- the rung book, and the Ray trials it stands for ----
-    # Subclasses make the book and say how a new trial joins it (_bracket_for_new_trial), how a
-    # trial's stored results are replayed into it (_replay) and how a restored trial catches up
-    # with its last result (_catch_up); the rest of Ray's protocol around a book lives here.
-    GEOMETRY = "(max_t, min_t, reduction_factor)"
-
     def _use_book(self, book: RungBook) -> None:
+        """Make ``book`` the scheduler's book (the constructor's is empty, with one ranking
+        factor and ties by arrival; a subclass that ranks otherwise or restores passes its own)."""
         self._book = book
         self._trials: dict[str, TrialEntry] = book.trials   # where each trial stands
         self._objects: dict[str, Trial] = {}    # live Trial objects; not part of the saved state
@@ -156,16 +170,28 @@ class MetricScheduler(TrialScheduler):
         self._restored = False                  # our saved state was loaded (set_state)
         self._unbooked: list[Trial] = []        # restored without our state: rebuilt first
         self._start_order: Optional[dict[str, int]] = None   # after a restore: join order
+        self._resumed: dict[str, tuple] = {}    # paused trials resumed: (time, checkpoint path)
 
     def _pending(self, tune_controller) -> tuple[Optional[Trial], bool]:
         """(the PENDING trial to start next, whether any trial is RUNNING). Trials start in the
         order they joined the book: Ray adds trials in that order, but a restore hands them back
         in no fixed order (its snapshot comes from a set), and an asynchronous scheduler's
-        decisions depend on the order results arrive. Trials the book never saw come after."""
+        decisions depend on the order results arrive. Trials the book never saw come after. A
+        restored trial starts from its checkpoint: one whose checkpoint is gone is stopped
+        (``_resumable``) and the next one starts."""
+        while True:
+            trial, busy = self._first_pending(tune_controller)
+            if trial is None or self._resumable(trial, "the next trial starts instead"):
+                return trial, busy
+
+    def _first_pending(self, tune_controller) -> tuple[Optional[Trial], bool]:
         first, busy, rank = None, False, self._start_order
         best = math.inf
         for trial in tune_controller.get_trials():
             if trial.status == Trial.PENDING:
+                entry = self._trials.get(trial.trial_id)
+                if entry is not None and entry.stopped:
+                    continue     # queued for stopping (_to_stop): it never starts again
                 if rank is None:
                     return trial, busy
                 position = rank.get(trial.trial_id, len(rank))
@@ -175,6 +201,9 @@ class MetricScheduler(TrialScheduler):
         return first, busy
 
     def on_trial_add(self, tune_controller, trial: Trial):
+        """Ray adds a trial (new, re-queued after a failure, or re-added by an experiment
+        restore): it joins a bracket (``_bracket_for_new_trial``), or is reconciled with the saved
+        book (``restore.py``), or rejoins its rung (``_rejoin``)."""
         self._require_metric()
         self._check_searcher(tune_controller)
         tid = trial.trial_id
@@ -184,84 +213,14 @@ class MetricScheduler(TrialScheduler):
             self._add_unknown(trial)
             return
         if tid in self._restoring:
-            # Experiment restore: reconcile the saved book with the trial Ray hands back.
-            self._restoring.discard(tid)
-            if entry.stopped and trial.status not in FINISHED:
-                # We stopped it, but Ray's snapshot still has it unfinished (Ray does not mark a
-                # trial stopped while PAUSED for its next snapshot): stop it again before it runs.
-                trial.set_status(Trial.PAUSED)
-                self._to_stop.append(tid)
+            if self._reconcile(trial, entry):
                 return
-            if trial.status in FINISHED:
-                self._ended(tid, stopped=trial.status == Trial.TERMINATED)
-            elif entry.alive:
-                # Ray saves the book with the trial table, but its uploads can leave the two a
-                # step apart: a rung arrival in the trial's last result that the book lacks is
-                # recorded now.
-                if trial.status == Trial.PENDING:
-                    self._catch_up(trial)
-            else:
-                # It had errored and is resumed (resume_errored): back to its rung.
-                self._rejoin(trial)
-                if entry.alive and trial.status == Trial.PENDING:
-                    self._catch_up(trial)
         else:
             self._rejoin(trial)   # re-queued after a failure (max_failures)
         if entry.alive and entry.waiting and trial.status == Trial.PENDING:
             # Paused in a rung: it stays paused until promoted (Ray re-adds it PENDING; the
             # controller files the trial under its status only after this hook).
             trial.set_status(Trial.PAUSED)
-
-    def _add_unknown(self, trial: Trial) -> None:
-        tid = trial.trial_id
-        if not self._restored:
-            if self._unbooked or self._has_history(trial):
-                # Experiment restore without our saved state: collect every trial, rebuild the
-                # book from their stored results before any of them runs (choose_trial_to_run).
-                self._check_rebuildable(trial)
-                self._unbooked.append(trial)
-                if trial.status == Trial.PENDING:
-                    trial.set_status(Trial.PAUSED)   # filed under its status after this hook
-                return
-            self._check_not_a_silent_restart(trial)
-        if trial.status in FINISHED:
-            return                 # restored as finished and unknown to us: nothing to schedule
-        self._book.join(tid, self._bracket_for_new_trial())
-        if self._restored and trial.status == Trial.PENDING:
-            # a trial Ray has and our saved book lacks: caught up from its last result
-            self._catch_up(trial)
-            if self._trials[tid].waiting:
-                trial.set_status(Trial.PAUSED)
-
-    def _ended(self, trial_id: str, stopped: bool) -> None:
-        """A restored trial Ray hands back finished while the saved book has it alive (Ray saves
-        the two a moment apart): it leaves its rung, its records stay."""
-        self._book.withdraw(trial_id, forget=False, stopped=stopped)
-
-    def _check_rebuildable(self, trial: Trial) -> None:
-        """Raise if the book cannot be rebuilt from this trial's stored results."""
-
-    def _rebuild(self) -> None:
-        """Restore without saved state: every trial joins a bracket in trial order (creation
-        order), and its stored results are replayed into the book (``_replay``). Trials that must
-        train (alive, not waiting in a rung) are resumed; the rest stay paused."""
-        trials, self._unbooked = sorted(self._unbooked, key=lambda t: t.trial_id), []
-        self._start_order = {t.trial_id: i for i, t in enumerate(trials)}
-        logger.warning(
-            "%s: no saved scheduler state was restored (%s missing or unreadable); rebuilt the "
-            "rungs from the stored results of the %d restored trials", type(self).__name__,
-            self._state_location(trials[0]), len(trials))
-        for trial in trials:
-            tid = trial.trial_id
-            self._book.join(tid, self._bracket_for_new_trial())
-            if trial.status == Trial.ERROR:
-                self._book.withdraw(tid, forget=False, stopped=False)
-                continue
-            self._replay(trial)
-            if trial.status == Trial.TERMINATED:
-                self._book.withdraw(tid, forget=False, stopped=True)
-        self._to_resume.extend(t.trial_id for t in trials if self._trials[t.trial_id].alive
-                               and not self._trials[t.trial_id].waiting)
 
     def _stop_queued(self, tune_controller) -> None:
         """Stop the trials queued for stopping that are not running (a running one gets STOP on
@@ -281,134 +240,174 @@ class MetricScheduler(TrialScheduler):
             if trial is None or trial.status != Trial.RUNNING:   # RUNNING: still saving its pause
                 self._to_resume.remove(tid)
             if trial is not None and trial.status == Trial.PAUSED and \
-                    not self._trials[tid].waiting:
+                    not self._trials[tid].waiting and \
+                    self._resumable(trial, "the scheduler goes on without it"):
                 return trial
         return None
 
-    # ---- restore without our saved state: what to say ----
-    def _has_history(self, trial: Trial) -> bool:
-        """A trial that ran before this driver: only an experiment restore adds such a trial."""
-        return trial.status in FINISHED or self._has_keys(getattr(trial, "last_result", None))
-
-    def _state_location(self, trial: Trial) -> str:
-        """Where SchedulerStateCallback's state lives (for messages): Ray's callback-state file."""
-        storage = getattr(trial, "storage", None)
-        path = getattr(storage, "experiment_fs_path", None)
-        return f"{path}/{STATE_FILES}" if path else STATE_FILES
-
-    def _earlier_run(self, trial: Trial) -> tuple[str, list[str]]:
-        """(experiment directory, saved-state files of earlier runs in it) for messages."""
-        storage = getattr(trial, "storage", None)
+    # ---- resuming a paused trial: from the checkpoint Ray keeps for it ----
+    def _checkpoint(self, trial: Trial) -> tuple[Optional[str], bool]:
+        """(the path of the checkpoint Ray resumes the trial from, whether it is there); (None,
+        True) for a trial without one (Ray restarts it from scratch, see docs)."""
+        checkpoint = getattr(trial, "checkpoint", None)
+        if checkpoint is None:
+            return None, True
         try:
-            from pyarrow.fs import FileSelector
-            infos = storage.storage_filesystem.get_file_info(
-                FileSelector(storage.experiment_fs_path, allow_not_found=True))
-        except Exception:    # no storage context (unit tests) or an unreachable filesystem
-            return "", []
-        return storage.experiment_fs_path, sorted(i.base_name for i in infos if i.base_name.startswith(
-            ("experiment_state-", "callback-states-", "searcher-state-", "search_gen_state-")))
+            from pyarrow.fs import FileType
+            there = checkpoint.filesystem.get_file_info(checkpoint.path).type != FileType.NotFound
+        except Exception:   # storage we cannot ask: let Ray try (a failure is reported then)
+            there = True
+        return checkpoint.path, there
 
-    def _unreadable_state(self, directory: str, files: list[str], what: str) -> RuntimeError:
-        return RuntimeError(
-            f"{type(self).__name__}: {directory} holds an earlier run of this experiment "
-            f"({', '.join(files)}), but {what}: Ray could not read one of these files (see "
-            f"'Failed to restore the run state' and the traceback above) and would start afresh. "
-            f"Repair or delete the unreadable file and resume again (tune.run(resume=True) or "
-            f"Tuner.restore; without {STATE_FILES} the scheduler rebuilds its rungs from the "
-            f"trials' results), or start a new experiment under another name.")
+    def _resumable(self, trial: Trial, instead: str) -> bool:
+        """Whether a trial the scheduler is about to resume (PAUSED, or restored PENDING) can go
+        on where it stopped. When the checkpoint Ray would load is gone, say so, naming the
+        trial, the path and what the scheduler does ``instead``; the trial is stopped (its
+        records stay: real measurements) and False returned."""
+        path, there = self._checkpoint(trial)
+        tid = trial.trial_id
+        if path is None or tid not in self._trials:
+            return True      # a new trial, or one without checkpoints: it starts from scratch
+        if there:
+            self._resumed[tid] = ((trial.last_result or {}).get(self._time_attr), path)
+            return True
+        entry = self._trials[tid]
+        logger.error(
+            "%s: trial %s was to resume from rung %d (%s=%s), but its checkpoint %s is missing: "
+            "it cannot go on from where it stopped, so it is stopped (its results stay in the "
+            "rungs) and %s. To keep such a trial, keep its checkpoints (CheckpointConfig("
+            "num_to_keep=None), the default) and do not delete them while the experiment runs.",
+            type(self).__name__, tid, entry.rung, self._time_attr,
+            f"{self._book.milestones(tid)[entry.rung]:g}" if entry.rung >= 0 else "-", path,
+            instead)
+        self._ended(tid, stopped=True)
+        self._to_stop.append(tid)
+        return False
 
-    def _check_not_a_silent_restart(self, trial: Trial) -> None:
-        """First trial of a run that was not restored, over an experiment directory that holds
-        saved state: say so (Ray starts afresh when it cannot read its state; with
-        SchedulerStateCallback that is an error, see state.py; a deliberate re-run under the
-        same name is allowed)."""
-        if self._checked_start:
+    def _failed_on_resume(self, trial: Trial) -> None:
+        """A trial errored: if it had not reported a result since the scheduler resumed it from
+        its checkpoint, say which checkpoint (it may be damaged) and what happens now."""
+        resumed = self._resumed.pop(trial.trial_id, None)
+        if resumed is None or (trial.last_result or {}).get(self._time_attr) != resumed[0]:
             return
-        self._checked_start = True
-        directory, files = self._earlier_run(trial)
-        if files:
-            logger.warning(
-                "%s: %s holds an earlier run of this experiment (%s) that this run does not "
-                "continue; it starts afresh. If you meant to resume, Ray could not read that "
-                "state: see 'Failed to restore the run state' above.", type(self).__name__,
-                directory, ", ".join(files))
+        logger.error(
+            "%s: trial %s failed after it was resumed from its checkpoint %s, before it reported "
+            "a result: the checkpoint may be damaged (see the trial's error). It has left its "
+            "rung and the scheduler goes on without it; to run it again, put back an intact "
+            "checkpoint and resume the experiment with resume_errored=True.",
+            type(self).__name__, trial.trial_id, resumed[1])
 
-    def _knows(self, trial_id: str) -> bool:
-        return trial_id in self._trials or any(t.trial_id == trial_id for t in self._unbooked)
+    # ---- the hooks a scheduler implements ----
+    def _bracket_for_new_trial(self) -> int:
+        """Ray added a trial the book does not know (or a rebuild replays one): return the index
+        of the bracket it joins (``self._book.open_bracket`` returned it; a scheduler may open
+        one here). The base then calls ``self._book.join(trial_id, bracket)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _bracket_for_new_trial")
 
-    def verify_restored(self, trials: list) -> None:
-        """Called by SchedulerStateCallback at the first step: an unfinished trial that ran before
-        this driver and that this scheduler was never handed would run unscheduled (a guard; a
-        restore that Ray gives up is caught from its log, see state.py)."""
-        lost = [t for t in trials if t.status not in FINISHED
-                and self._has_history(t) and not self._knows(t.trial_id)]
-        if lost:
-            directory, files = self._earlier_run(lost[0])
-            raise self._unreadable_state(
-                directory or "the experiment directory", files or [STATE_FILES],
-                f"{len(lost)} of its trials never reached the scheduler")
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        """Ray hands over each result of a RUNNING trial, one at a time (no buffering): read it
+        with ``self._read(result)`` (time, score: higher is better), record rung arrivals in the
+        book (``self._book.reached``, ``record``, ``continues``; ``self._trials[trial_id]`` is the
+        trial's ``TrialEntry``) and return ``CONTINUE``, ``PAUSE`` (the trial waits in a rung:
+        ``record(..., wait=True)``) or ``STOP`` (``self._book.stop(trial_id)`` first). Return STOP
+        once ``time_attr`` reaches ``self._max_t``, and for a trial whose entry is ``stopped`` (a
+        restore may run it once more)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement on_trial_result")
 
-    # ---- state that survives a driver restart: JSON-able plain data with a version ----
+    def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        """Ray asks for a PENDING or PAUSED trial to run (idempotent until it runs). Default:
+        rebuild the book first if a restore without saved state asked for it, stop the trials
+        queued for stopping, resume those queued for resuming (``self._to_resume``), else start
+        the next PENDING trial in join order. A scheduler that promotes paused trials overrides
+        this and starts with ``_queued``."""
+        return self._queued(tune_controller) or self._pending(tune_controller)[0]
+
+    def _queued(self, tune_controller) -> Optional[Trial]:
+        """What every decision starts with: rebuild the book if a restore without saved state
+        asked for it, stop the trials queued for stopping, and return the first trial queued for
+        resuming, or None."""
+        if self._unbooked:
+            self._rebuild()
+        self._stop_queued(tune_controller)
+        return self._resume_queued()
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict):
+        """Ray ended a RUNNING trial (its last result, or our STOP). Default: it leaves its rung
+        for good; its records stay (real measurements)."""
+        self._book.withdraw(trial.trial_id, forget=False, stopped=True)
+        self._objects.pop(trial.trial_id, None)
+
+    def on_trial_error(self, tune_controller, trial: Trial):
+        """A RUNNING trial failed. Default: it leaves its rung but may come back (``_rejoin``,
+        when Ray re-queues it under ``max_failures``); a failure right after a resume is
+        reported (``_failed_on_resume``)."""
+        self._failed_on_resume(trial)
+        self._book.withdraw(trial.trial_id, forget=False, stopped=False)
+
+    def on_trial_remove(self, tune_controller, trial: Trial):
+        """Ray removed a PAUSED or PENDING trial (we stopped it, or the user did). Default: as
+        ``on_trial_complete``."""
+        self._book.withdraw(trial.trial_id, forget=False, stopped=True)
+        self._objects.pop(trial.trial_id, None)
+
+    def _rejoin(self, trial: Trial) -> None:
+        """A trial the book withdrew (an error) is back: re-queued after a failure, or resumed by
+        an experiment restore (``resume_errored``). Default: it is alive again and re-enters the
+        rung it was withdrawn from when it gets there (``self._book.revive``)."""
+        if trial.status not in FINISHED:
+            self._book.revive(trial.trial_id)
+
+    def _catch_up(self, trial: Trial) -> None:
+        """Experiment restore with saved state: a PENDING trial whose last result
+        (``trial.last_result``) may hold a rung arrival the saved book lacks (Ray saves the book
+        and the trial table a step apart). Record that arrival as ``on_trial_result`` would have
+        (and ``wait`` there if it would have paused); return nothing."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _catch_up")
+
+    def _replay(self, trial: Trial) -> None:
+        """Experiment restore without saved state: the trial has joined its bracket; record its
+        stored results into the book as ``on_trial_result`` would have decided them (the full
+        history from ``self._result_history(trial)``, or its last result only), leaving it
+        waiting in a rung, heading on, or stopped (``self._book.stop`` and queue it in
+        ``self._to_stop``). Finished trials are withdrawn by the caller afterwards."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _replay")
+
+    def _check_rebuildable(self, trial: Trial) -> None:
+        """Experiment restore without saved state, before anything runs: raise a RuntimeError
+        naming the state file (``self._state_location(trial)``) if ``_replay`` cannot rebuild the
+        book from what Ray stored of this trial (``self._require_history`` does so for a
+        ``_replay`` that needs every result). Default: every trial is rebuildable."""
+
+    def _ended(self, trial_id: str, stopped: bool) -> None:
+        """A restored trial Ray hands back finished while the saved book has it alive (Ray saves
+        the two a moment apart): it leaves its rung, its records stay."""
+        self._book.withdraw(trial_id, forget=False, stopped=stopped)
+
+    def debug_string(self) -> str:
+        """What Ray prints with the trial table: a title line (``_report_title``), then each
+        bracket's rungs, their records and how many trials wait there."""
+        lines = [self._report_title()]
+        for b, bracket in enumerate(self._book.brackets):
+            lines.append(f"  bracket {b}: " + " | ".join(
+                f"t={r.milestone:g}: {len(r)} recorded, {r.num_waiting} waiting"
+                for r in bracket.rungs))
+        return "\n".join(lines)
+
+    def _report_title(self) -> str:
+        """The first line of ``debug_string``: the class, and the scheduler's counts if any."""
+        return f"{type(self).__name__}:"
+
+    # ---- state that survives a driver restart (saved and checked by restore.py) ----
+    GEOMETRY = "(max_t, reduction_factor)"
+
     def _geometry(self) -> list:
-        """The constructor arguments that shape the book; saved state must match them."""
-        raise NotImplementedError
+        """The constructor arguments that shape the book, named by ``GEOMETRY``; saved state must
+        match them. Default: ``[max_t, reduction_factor]``."""
+        return [self._max_t, self._eta]
 
     def _extra_state(self) -> dict:
+        """The scheduler's own JSON-able state beside the book (counters, bracket dealing)."""
         return {}
 
     def _set_extra_state(self, state: dict) -> None:
-        pass
-
-    def get_state(self) -> dict:
-        """The book, the queued stops and resumes, and the scheduler's own counters as JSON-able
-        plain data, with a version (no Trial objects, no pickled attributes)."""
-        return {"version": STATE_VERSION, "scheduler": type(self).__name__,
-                "geometry": self._geometry(), "metric": self._metric, "mode": self._mode,
-                "book": self._book.to_data(), "to_resume": list(self._to_resume),
-                "to_stop": list(self._to_stop), **self._extra_state()}
-
-    def set_state(self, state: dict) -> None:
-        """Load ``get_state``'s output; ValueError naming the class for state that is not ours,
-        of another version or geometry, or malformed."""
-        name = type(self).__name__
-        if not isinstance(state, dict) or "version" not in state:
-            raise ValueError(f"{name}: the saved scheduler state is not a tune-ext scheduler state "
-                             f"(got {type(state).__name__}); start a new experiment or put back "
-                             f"the matching {STATE_FILES}")
-        if state["version"] != STATE_VERSION:
-            raise ValueError(f"{name}: saved scheduler state has version {state['version']!r}, "
-                             f"this tune-ext reads version {STATE_VERSION}; resume with the "
-                             f"tune-ext that wrote it, or start a new experiment")
-        missing = {"geometry", "metric", "mode", "book", "to_resume", "to_stop"} - set(state)
-        if missing:
-            raise ValueError(f"{name}: saved scheduler state lacks {sorted(missing)}; put back "
-                             f"the matching {STATE_FILES} or start a new experiment")
-        if state["geometry"] != self._geometry():
-            raise ValueError(f"{name}: saved state is for {self.GEOMETRY} = "
-                             f"{tuple(state['geometry'])}, this scheduler has "
-                             f"{tuple(self._geometry())}; construct it with the experiment's "
-                             f"arguments")
-        try:
-            book = RungBook.from_data(state["book"])
-        except ValueError as e:
-            raise ValueError(f"{name}: saved scheduler state: {e}") from None
-        if (book.eta, book.ties_by_arrival) != (self._book.eta, self._book.ties_by_arrival):
-            raise ValueError(f"{name}: saved rung book ranks with reduction_factor={book.eta}, "
-                             f"ties_by_arrival={book.ties_by_arrival}; this scheduler with "
-                             f"{self._book.eta}, {self._book.ties_by_arrival}")
-        self._metric = self._metric or state["metric"]
-        self._mode = self._mode or state["mode"]
-        self._use_book(book)
-        self._to_resume, self._to_stop = list(state["to_resume"]), list(state["to_stop"])
-        self._set_extra_state(state)
-        self._restoring = set(book.trials)
-        self._start_order = {tid: i for i, tid in enumerate(book.trials)}
-        self._restored = True
-
-    def save(self, checkpoint_path: str):
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str):
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
+        """Put back what ``_extra_state`` saved (``state`` is the whole saved dict)."""

@@ -7,9 +7,9 @@ from ray.tune.experiment import Trial
 
 from tune_ext.schedulers._base import FINISHED, MetricScheduler, ray_arguments
 from tune_ext.schedulers.brackets import check_geometry, max_bracket_index, rung_resources
-from tune_ext.schedulers.rungs import RungBook
+from tune_ext.schedulers.rungs import RULES, RungBook
 
-VARIANTS = ("promotion", "stopping")
+VARIANTS = tuple(RULES)
 
 
 class ASHAScheduler(MetricScheduler):
@@ -30,6 +30,7 @@ class ASHAScheduler(MetricScheduler):
 
     ``variant="stopping"``: a trial continues iff its result is in the top 1/eta of the rung at
     the moment it arrives (``num_better * eta < num_recorded``), as Ray's ASHA approximates.
+    Each variant is a small rule over the book (``rungs.PromotionRule``, ``rungs.StoppingRule``).
 
     Every decision is O(log n): the rung book (``rungs.py``) keeps each rung's results ranked.
 
@@ -59,7 +60,7 @@ class ASHAScheduler(MetricScheduler):
     def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
                  mode: Optional[str] = None, max_t=100, min_t=None, reduction_factor=3,
                  brackets: int = 1, variant: str = "promotion", **ray_kwargs):
-        super().__init__(time_attr, metric, mode)
+        super().__init__(time_attr, metric, mode, max_t, reduction_factor)
         min_t = ray_arguments(type(self).__name__, min_t, ray_kwargs,
                               ("time_attr", "metric", "mode", "max_t", "min_t", "reduction_factor",
                                "brackets", "variant"))
@@ -71,21 +72,20 @@ class ASHAScheduler(MetricScheduler):
                 or not 1 <= brackets <= s_max + 1:
             raise ValueError(f"brackets must be an integer in [1, {s_max + 1}] for max_t={max_t}, "
                              f"min_t={min_t}, reduction_factor={reduction_factor}; got {brackets!r}")
-        self._max_t, self._eta, self._variant = max_t, reduction_factor, variant
-        self.pauses_trials = variant == "promotion"
+        self._variant = variant
+        self.pauses_trials = RULES[variant].pauses
         self._open_brackets([rung_resources(max_t, reduction_factor, s_max - b)
                              for b in range(brackets)])
 
     def _open_brackets(self, bracket_milestones: list[list[float]]) -> None:
-        """A fresh book with these brackets, open for good (ASHA's brackets have no size)."""
-        # "stopping" ranks bare scores: its decision counts strictly better results only
-        self._use_book(RungBook(self._eta, ties_by_arrival=self._variant == "promotion"))
+        """A fresh book with these brackets, open for good (ASHA's brackets have no size), and a
+        fresh rule of the variant."""
+        self._rule = RULES[self._variant]()
+        self._use_book(RungBook(self._eta, ties_by_arrival=self._rule.ties_by_arrival))
         for milestones in bracket_milestones:
             self._book.open_bracket(milestones)
-        self._last_rung = [len(milestones) - 1 for milestones in bracket_milestones]
         self._added = 0
         self._promoting: Optional[str] = None
-        self._num_stopped = self._num_paused = self._num_promoted = 0
 
     # ---- Algorithm 2: bracket assignment (Hyperband brackets run side by side) ----
     def _bracket_for_new_trial(self) -> int:
@@ -93,7 +93,7 @@ class ASHAScheduler(MetricScheduler):
         self._added += 1
         return b
 
-    # ---- a worker reports: record the result in every rung it reached ----
+    # ---- a worker reports: the variant's rule decides at each rung arrival ----
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         t, score = self._read(result)
         tid = trial.trial_id
@@ -103,69 +103,50 @@ class ASHAScheduler(MetricScheduler):
         if t < entry.next_milestone:   # between rungs
             if t < self._max_t:
                 return self.CONTINUE
-            self._stop(tid)
+            self._rule.stop(self._book, tid)
             return self.STOP
-        if self._variant == "stopping":
-            # continue iff in the top 1/eta of the rung at arrival (else the book stops it)
-            if self._book.continues(tid, t, score):
-                return self.CONTINUE
-            self._num_stopped += 1
-            return self.STOP
-        top = self._book.reached(tid, t)
-        last = top == self._last_rung[entry.bracket]
-        self._book.record(tid, top, score, wait=not last)
-        if last:
-            self._stop(tid)
-            return self.STOP
-        # The worker is free: get_job() may hand it straight back to this trial.
-        if self._book.promotable(entry.bracket) == tid:
-            self._promote(tid)
-            return self.CONTINUE
-        self._num_paused += 1
-        return self.PAUSE
-
-    def _stop(self, tid: str) -> None:
-        self._book.stop(tid)
-        self._num_stopped += 1
-
-    def _promote(self, tid: str) -> None:
-        self._book.promote(tid)
-        self._num_promoted += 1
+        return self._rule.arrive(self._book, tid, t, score)
 
     # ---- get_job(): the best promotable trial of the highest rung that has one ----
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
-        if self._unbooked:
-            self._rebuild()
-        self._stop_queued(tune_controller)
-        trial = self._resume_queued()
+        trial = self._queued(tune_controller)
         if trial is not None:
             return trial
-        if self._variant == "promotion":
-            if self._promoting is not None:
-                trial = self._objects.get(self._promoting)
-                if trial is not None and trial.status == Trial.PENDING:
-                    return trial   # idempotent until the controller starts it
-                self._promoting = None
-            for b in range(len(self._book.brackets)):
-                tid = self._book.promotable(b)
-                trial = self._objects.get(tid) if tid is not None else None
-                if trial is not None and trial.status == Trial.PAUSED:
-                    self._promote(tid)
-                    self._promoting = tid
-                    return trial
+        if self._promoting is not None:
+            trial = self._objects.get(self._promoting)
+            if trial is not None and trial.status == Trial.PENDING:
+                return trial   # idempotent until the controller starts it
+            self._promoting = None
+        for b in range(len(self._book.brackets)):
+            trial = self._promotion(b)
+            if trial is not None:
+                self._rule.promote(self._book, trial.trial_id)
+                self._promoting = trial.trial_id
+                return trial
         trial, busy = self._pending(tune_controller)
         if trial is not None:
             return trial
-        if self._variant == "promotion" and not busy and tune_controller.search_alg.is_finished():
+        if self._rule.pauses and not busy and tune_controller.search_alg.is_finished():
             self._stop_unpromotable(tune_controller)
         return None
+
+    def _promotion(self, bracket: int) -> Optional[Trial]:
+        """The paused trial of ``bracket`` to promote next; one whose checkpoint is gone is
+        stopped, with a message, and promotions go on without it."""
+        while True:
+            tid = self._rule.next_promotion(self._book, bracket)
+            trial = self._objects.get(tid) if tid is not None else None
+            if trial is None or trial.status != Trial.PAUSED:
+                return None
+            if self._resumable(trial, "promotions go on without it"):
+                return trial
 
     def _stop_unpromotable(self, tune_controller) -> None:
         """Finite budget: nothing runs and no new trial can start, so no rung can change."""
         for tid in self._book.waiting_trials():
             trial = self._objects.get(tid)
             if trial is not None and trial.status == Trial.PAUSED:
-                self._stop(tid)    # its result stays in the rung: it is a real measurement
+                self._rule.stop(self._book, tid)   # its result stays in the rung: a measurement
                 tune_controller.stop_trial(trial)
 
     # ---- trials that leave: their paused records leave the rung with them ----
@@ -186,67 +167,35 @@ class ASHAScheduler(MetricScheduler):
         self._objects.pop(tid, None)
 
     def on_trial_error(self, tune_controller, trial: Trial):
+        self._failed_on_resume(trial)
         self._withdraw(trial.trial_id, stopped=False)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
         self._withdraw(trial.trial_id, stopped=True)
         self._objects.pop(trial.trial_id, None)
 
-    def _rejoin(self, trial: Trial) -> None:
-        """Back after a failure: it re-enters the rung it was withdrawn from when it gets there."""
-        if trial.status not in FINISHED:
-            self._book.revive(trial.trial_id)
-
-    # ---- restore ----
+    # ---- restore (the rest is restore.py's) ----
     def _catch_up(self, trial: Trial) -> None:
         """Record a rung arrival that the trial's last result has and the book lacks; the trial
-        then waits there ("promotion")."""
+        then waits there if the variant pauses."""
         tid = trial.trial_id
         if self._trials[tid].waiting or not self._has_keys(trial.last_result):
             return
         t, score = self._read(trial.last_result)
         top = self._book.reached(tid, t)
         if 0 <= top < len(self._book.milestones(tid)) - 1:
-            self._book.record(tid, top, score, wait=self._variant == "promotion")
-
-    def _history(self, trial: Trial) -> Optional[list[tuple[float, float]]]:
-        """(time, score) of every result of the trial, in order, from what Ray stores with it: the
-        result of each checkpoint it reported, and its last result. None when these miss a
-        training iteration up to the last one (then a lower rung's score is unknown)."""
-        last = getattr(trial, "last_result", None) or {}
-        if not self._has_keys(last):
-            return []
-        manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
-        if manager is None:
-            return None
-        by_iteration = {}
-        for result in [r.metrics for r in manager.best_checkpoint_results] + [last]:
-            i = result.get("training_iteration")
-            if i is not None and self._has_keys(result):
-                by_iteration.setdefault(i, result)
-        n = last.get("training_iteration")
-        if n is None or any(i not in by_iteration for i in range(1, n + 1)):
-            return None
-        return [self._read(by_iteration[i]) for i in range(1, n + 1)]
+            self._book.record(tid, top, score, wait=self._rule.pauses)
 
     def _check_rebuildable(self, trial: Trial) -> None:
-        if self._history(trial) is None:
-            raise RuntimeError(
-                f"{type(self).__name__}: this experiment restore has no saved scheduler state "
-                f"({self._state_location(trial)} missing or unreadable), and the rungs cannot be "
-                f"rebuilt: Ray stored only some results of trial {trial.trial_id} (a result is "
-                f"kept with each checkpoint), so its scores at the lower rungs are unknown. Put "
-                f"the file back and resume again; to make a rebuild possible, report a "
-                f"checkpoint with every result and keep them (CheckpointConfig(num_to_keep="
-                f"None), the default); or start a new experiment under another name.")
+        self._require_history(trial)
 
     def _replay(self, trial: Trial) -> None:
         """Record the trial's results in order, as they arrived. A trial whose last result was a
-        rung arrival waits there ("promotion": get_job decides again, as it would have); one
-        that trained on was promoted; one that reached max_t ends."""
+        rung arrival is left to the rule (``replayed``: "promotion" waits there, get_job decides
+        again); one that trained on was promoted; one that reached max_t ends."""
         tid, book = trial.trial_id, self._book
         arrived = False
-        for t, score in self._history(trial):
+        for t, score in self._result_history(trial):
             top = book.reached(tid, t)
             arrived = top >= 0
             if arrived:
@@ -255,19 +204,15 @@ class ASHAScheduler(MetricScheduler):
         if trial.status in FINISHED or entry.rung < 0:
             return
         if entry.rung == len(book.milestones(tid)) - 1:
-            self._stop(tid)
+            self._rule.stop(book, tid)
             self._to_stop.append(tid)
-        elif arrived and self._variant == "promotion":
-            book.wait(tid)
+        elif arrived:
+            self._rule.replayed(book, tid)
 
-    def debug_string(self) -> str:
-        lines = [f"{type(self).__name__} ({self._variant}): {self._num_stopped} stopped, "
-                 f"{self._num_paused} paused, {self._num_promoted} promoted"]
-        for b, bracket in enumerate(self._book.brackets):
-            lines.append(f"  bracket {b}: " + " | ".join(
-                f"t={r.milestone:g}: {len(r)} recorded, {r.num_waiting} waiting"
-                for r in bracket.rungs))
-        return "\n".join(lines)
+    def _report_title(self) -> str:
+        rule = self._rule
+        return (f"{type(self).__name__} ({rule.name}): {rule.stopped} stopped, "
+                f"{rule.paused} paused, {rule.promoted} promoted")
 
     # ---- state ----
     GEOMETRY = "(max_t, reduction_factor, variant, rung milestones)"
@@ -278,9 +223,9 @@ class ASHAScheduler(MetricScheduler):
 
     def _extra_state(self) -> dict:
         return {"added": self._added,
-                "counters": [self._num_stopped, self._num_paused, self._num_promoted]}
+                "counters": [self._rule.stopped, self._rule.paused, self._rule.promoted]}
 
     def _set_extra_state(self, state: dict) -> None:
         self._added = int(state["added"])
-        self._num_stopped, self._num_paused, self._num_promoted = map(int, state["counters"])
+        self._rule.stopped, self._rule.paused, self._rule.promoted = map(int, state["counters"])
         self._promoting = None

@@ -23,6 +23,8 @@ wait is heading to the next rung. What the schedulers ask of it:
   waiting trial in the top floor(n/eta) of the highest rung that has one; ``promote`` it.
 - ``complete_rungs(bracket)``: SHA (Jamieson & Talwalkar 2016): close every rung whose trials have
   all arrived (and that no further trial can join); the top floor(n/eta), at least one, continue.
+- ``PromotionRule`` / ``StoppingRule``: ASHA's two variants as small rule objects over the book
+  (what a rung arrival decides, which waiting trial a freed worker promotes).
 - ``stop``, ``withdraw`` (error, early end, removal), ``revive`` (re-queued after a failure).
 - ``to_data`` / ``from_data``: plain JSON-able data with a version; ``from_data`` refuses another
   version or a malformed shape with a ValueError.
@@ -319,6 +321,17 @@ class RungBook:
         gate = b.closed if rung == 0 else b.done[rung - 1]
         return gate and b.rungs[rung].num_heading == 0
 
+    def completed(self, bracket: int) -> list[bool]:
+        """For the report: which rungs of ``bracket`` are complete, closed by ``complete_rungs``
+        or not yet (a rung whose trials all errored or left is complete as soon as they have,
+        though the scheduler closes it only at its next decision, which may never come)."""
+        b = self.brackets[bracket]
+        out, gate = [], b.closed
+        for k, rung in enumerate(b.rungs):
+            gate = b.done[k] or (gate and rung.num_heading == 0)
+            out.append(gate)
+        return out
+
     def complete_rungs(self, bracket: int) -> list[tuple[list[str], list[str]]]:
         """Close every rung that is complete, lowest first: of its live records, best first, the
         top floor(n / eta) (at least one; n counts every record) continue and the rest stop; at
@@ -457,3 +470,97 @@ class RungBook:
             for rung in bracket.rungs:
                 heapq.heapify(rung.heap)
         return book
+
+
+# ---- ASHA's two rules over the book (Li et al. 2020): when a rung arrival continues ----
+# Ray's TrialScheduler decisions, the same strings (this module imports no Ray)
+CONTINUE, PAUSE, STOP = "CONTINUE", "PAUSE", "STOP"
+
+
+class AshaRule:
+    """What an ASHA variant decides over the book; counts its decisions (``stopped``,
+    ``paused``, ``promoted``) for the scheduler's report and saved state."""
+    name = ""
+    pauses = False             # whether a trial waits in its rung until promoted
+    ties_by_arrival = True     # the book's ranking (RungBook's argument)
+
+    def __init__(self):
+        self.stopped = self.paused = self.promoted = 0
+
+    def arrive(self, book: RungBook, trial_id: str, t: float, score: float) -> str:
+        """A result at time ``t`` reaches a rung the trial has no record in: record it and
+        return CONTINUE, PAUSE or STOP."""
+        raise NotImplementedError
+
+    def next_promotion(self, book: RungBook, bracket: int) -> Optional[str]:
+        """The waiting trial of ``bracket`` that a freed worker should resume, or None."""
+        raise NotImplementedError
+
+    def replayed(self, book: RungBook, trial_id: str) -> None:
+        """A rebuilt trial (restore without saved state) whose last result was a rung arrival
+        that did not stop it."""
+        raise NotImplementedError
+
+    def stop(self, book: RungBook, trial_id: str) -> None:
+        book.stop(trial_id)
+        self.stopped += 1
+
+    def promote(self, book: RungBook, trial_id: str) -> None:
+        book.promote(trial_id)
+        self.promoted += 1
+
+
+class PromotionRule(AshaRule):
+    """ASHA "promotion" (Li et al. 2020, Algorithm 2): a trial arriving at a rung waits there
+    unless it is itself the next promotion (the best waiting trial in the top floor(n/eta) of the
+    highest rung that has one); a freed worker promotes that trial (``next_promotion``)."""
+    name = "promotion"
+    pauses = True
+    ties_by_arrival = True     # the promotion order needs a total order
+
+    def arrive(self, book: RungBook, trial_id: str, t: float, score: float) -> str:
+        top = book.reached(trial_id, t)
+        entry = book.trials[trial_id]
+        last = top == len(entry.rungs) - 1
+        book.record(trial_id, top, score, wait=not last)
+        if last:
+            self.stop(book, trial_id)
+            return STOP
+        # The worker is free: get_job() may hand it straight back to this trial.
+        if book.promotable(entry.bracket) == trial_id:
+            self.promote(book, trial_id)
+            return CONTINUE
+        self.paused += 1
+        return PAUSE
+
+    def next_promotion(self, book: RungBook, bracket: int) -> Optional[str]:
+        return book.promotable(bracket)
+
+    def replayed(self, book: RungBook, trial_id: str) -> None:
+        """A rebuilt trial whose last result was a rung arrival: it waits there (get_job then
+        decides again, as it would have)."""
+        book.wait(trial_id)
+
+
+class StoppingRule(AshaRule):
+    """ASHA "stopping" (Ray's approximation of Algorithm 2): a trial continues iff its result is
+    in the top 1/eta of the rung at the moment it arrives (``book.continues``), else it stops;
+    nothing ever waits, so nothing is promoted."""
+    name = "stopping"
+    pauses = False
+    ties_by_arrival = False    # the decision counts strictly better results only
+
+    def arrive(self, book: RungBook, trial_id: str, t: float, score: float) -> str:
+        if book.continues(trial_id, t, score):
+            return CONTINUE
+        self.stopped += 1
+        return STOP
+
+    def next_promotion(self, book: RungBook, bracket: int) -> Optional[str]:
+        return None
+
+    def replayed(self, book: RungBook, trial_id: str) -> None:
+        """A rebuilt trial heads on to its next rung (it was not stopped at arrival)."""
+
+
+RULES = {"promotion": PromotionRule, "stopping": StoppingRule}

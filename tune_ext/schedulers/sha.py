@@ -9,7 +9,6 @@ from ray.tune.experiment import Trial
 from tune_ext.schedulers._base import MetricScheduler, ray_arguments
 from tune_ext.schedulers.brackets import (check_geometry, highest_rung_reached,
                                           max_bracket_index, rung_resources)
-from tune_ext.schedulers.rungs import RungBook
 
 
 class SuccessiveHalvingScheduler(MetricScheduler):
@@ -47,12 +46,11 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     def __init__(self, time_attr: str = "training_iteration", metric: Optional[str] = None,
                  mode: Optional[str] = None, max_t=100, min_t=None, reduction_factor=3,
                  **ray_kwargs):
-        super().__init__(time_attr, metric, mode)
+        super().__init__(time_attr, metric, mode, max_t, reduction_factor)
         min_t = ray_arguments(type(self).__name__, min_t, ray_kwargs,
                               ("time_attr", "metric", "mode", "max_t", "min_t", "reduction_factor"))
         check_geometry(max_t, min_t, reduction_factor)
-        self._max_t, self._min_t, self._eta = max_t, min_t, reduction_factor
-        self._use_book(RungBook(reduction_factor))
+        self._min_t = min_t
         self._bands = 0
         self._unsettled: set[int] = set()   # brackets whose rungs may complete at the next step
 
@@ -146,6 +144,7 @@ class SuccessiveHalvingScheduler(MetricScheduler):
     def on_trial_error(self, tune_controller, trial: Trial):
         # Ray calls on_trial_add right after this when the trial is re-queued (max_failures), so
         # the rung is only settled without it at the next choose_trial_to_run.
+        self._failed_on_resume(trial)
         self._leave(trial.trial_id, settle=False, stopped=False)
 
     def on_trial_remove(self, tune_controller, trial: Trial):
@@ -195,13 +194,16 @@ class SuccessiveHalvingScheduler(MetricScheduler):
         lines = [f"{type(self).__name__}: {len(brackets)} brackets in {self._bands} bands"]
         for b, br in enumerate(brackets):
             size = "all" if br.capacity is None else br.capacity
+            done = self._book.completed(b)
             rungs = " | ".join(
                 f"t={r.milestone:g}: {len(r)} arrived, {r.num_heading} expected"
-                + (" (done)" if br.done[i] else "") for i, r in enumerate(br.rungs))
+                + (" (done)" if done[i] else "") for i, r in enumerate(br.rungs))
             lines.append(f"  bracket {b} ({br.members}/{size} trials): {rungs}")
         return "\n".join(lines)
 
     # ---- state ----
+    GEOMETRY = "(max_t, min_t, reduction_factor)"
+
     def _geometry(self) -> list:
         return [self._max_t, self._min_t, self._eta]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+import weakref
 from typing import Optional
 
 from ray.tune import Callback
@@ -15,6 +16,19 @@ STATE_FILE_OF = {"callback.py": "callback-states-*.pkl (the scheduler state)",
                  "basic_variant.py": "basic-variant-state-*.json (the search state)",
                  "searcher.py": "searcher-state-*.pkl (the searcher state)",
                  "tune_controller.py": "experiment_state-*.json (the trial table)"}
+CALLBACK_STATE = STATE_FILE_OF["callback.py"]
+# the SchedulerStateCallbacks alive in this process (made by the user or unpickled by Tuner.restore)
+LIVE_CALLBACKS: "weakref.WeakSet[SchedulerStateCallback]" = weakref.WeakSet()
+
+
+def restore_failed(scheduler_name: str, failure: str) -> RuntimeError:
+    """The error for a restore Ray gave up: which file, and what to do."""
+    return RuntimeError(
+        f"{scheduler_name}: Ray could not restore this experiment and would start it afresh, "
+        f"discarding the trials already trained: {failure}. Put that file back (or repair it) in "
+        f"the experiment directory and resume again; a callback-states-*.pkl that is deleted is "
+        f"fine (the scheduler then rebuilds its rungs from the trials' results, with a warning). "
+        f"Or start a new experiment under another name.")
 
 
 class _RestoreFailures(logging.Handler):
@@ -32,6 +46,13 @@ class _RestoreFailures(logging.Handler):
         where = next((STATE_FILE_OF[f.filename.rsplit("/", 1)[-1]] for f in reversed(frames)
                       if f.filename.rsplit("/", 1)[-1] in STATE_FILE_OF), "its saved state")
         self.failure = f"{where} is missing or unreadable ({type(exc).__name__}: {exc})"
+        live = sorted({type(cb.scheduler).__name__ for cb in list(LIVE_CALLBACKS)})
+        if where == CALLBACK_STATE and live:
+            # Ray read the searcher's state before it failed on ours, so with a searcher
+            # (SearchGenerator) its restart ends in Ray's bare `assert not self._experiment`
+            # before any callback is set up: the error is raised here, from Ray's log call.
+            failure, self.failure = self.failure, None
+            raise restore_failed(" / ".join(live), failure) from exc
 
 
 logger = logging.getLogger(__name__)
@@ -89,17 +110,38 @@ class SchedulerStateCallback(Callback):
         self.scheduler = scheduler
         self._verified = False
         self._resumed = self._ran = False   # restored by this driver; a trial started since
+        LIVE_CALLBACKS.add(self)
+
+    def __setstate__(self, state: dict):
+        self.__dict__.update(state)   # Tuner.restore unpickles the callback from tuner.pkl
+        LIVE_CALLBACKS.add(self)
 
     def setup(self, **info):
         failure, RESTORE_FAILURES.failure = RESTORE_FAILURES.failure, None
         if failure is not None:
-            raise RuntimeError(
-                f"{type(self.scheduler).__name__}: Ray could not restore this experiment and would "
-                f"start it afresh, discarding the trials already trained: {failure}. Put that "
-                f"file back (or repair it) in the experiment directory and resume again; a "
-                f"callback-states-*.pkl that is deleted is fine (the scheduler then rebuilds its "
-                f"rungs from the trials' results, with a warning). Or start a new experiment under "
-                f"another name.")
+            raise restore_failed(type(self.scheduler).__name__, failure)
+
+    @staticmethod
+    def check_tuner_restore(path: str) -> None:
+        """Call before ``tune.Tuner.restore(path, ...)``: a FileNotFoundError naming a missing
+        ``tuner.pkl`` and what to do (Ray's own error names only the path). Tuner.restore reads
+        that file before anything else of the experiment, the scheduler and this callback
+        included, so no scheduler can check it itself.
+
+        Args:
+            path: the experiment directory given to ``Tuner.restore``.
+        """
+        from ray.tune import Tuner
+
+        if not Tuner.can_restore(path):
+            raise FileNotFoundError(
+                f"{path}/tuner.pkl is missing (or {path} is not an experiment directory): "
+                f"Tuner.restore reads the trainable, param_space and TuneConfig (the scheduler "
+                f"with it) from that file, which only Tuner.fit writes. Put it back; or resume "
+                f"the experiment with tune.run(trainable, resume=True, name=<the directory's "
+                f"name>, storage_path=<its parent>, scheduler=..., callbacks=[SchedulerStateCallback"
+                f"(scheduler)]) and the original trainable and scheduler arguments: tune.run reads "
+                f"the rest of the directory (trials, scheduler and search state).")
 
     def on_step_begin(self, iteration: int, trials: list, **info):
         # once: no unfinished trial that ran before this driver may run unscheduled
