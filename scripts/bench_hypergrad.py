@@ -347,8 +347,8 @@ def modes_table(args):
     print(f"plain torch.optim.SGD run: {plain['plain_s']:.2f} s, peak RSS {plain['peak_mib']:.0f} MiB "
           f"({plain['steps']} steps)\n")
     print("| entries | mode | path taken | one outer step / plain run | peak RSS (MiB) | "
-          "peak / plain run's | stored states (MiB) |")
-    print("|---|---|---|---:|---:|---:|---:|")
+          "peak / plain run's | stored states (MiB) | auto's estimate of the path (MiB) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     forward = {}
     for size in args.sizes:
         for mode in MODE_ROWS[1:]:
@@ -357,7 +357,7 @@ def modes_table(args):
             if mode == "forward" and size != "step" and int(size) > args.forward_max or \
                     mode == "forward" and size == "step":
                 est = _forward_estimate(forward, size, plain)
-                print(f"| {size} | forward | - | not run (estimated {est}) | | | |")
+                print(f"| {size} | forward | - | not run (estimated {est}) | | | | |")
                 continue
             r = cell(mode, size)
             ratio = r["seconds"] / r["plain_s"]
@@ -365,7 +365,8 @@ def modes_table(args):
                 forward[r["entries"]] = ratio
             stored = f"{r['stored_mib']:.2f}" if mode == "checkpointed" else ""
             print(f"| {r['entries']} | {mode} | {r['used']} | {ratio:.2f}x | {r['peak_mib']:.0f} | "
-                  f"{r['peak_mib'] / plain['peak_mib']:.2f} | {stored} |", flush=True)
+                  f"{r['peak_mib'] / plain['peak_mib']:.2f} | {stored} | "
+                  f"{r['estimate_mib'][r['used']]:.0f} |", flush=True)
     print("\nsizes: " + "; ".join(f"{k}: {SIZES[k]}" for k in args.sizes))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
