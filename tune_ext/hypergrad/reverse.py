@@ -181,8 +181,8 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
     batches in the same order) and the adjoint of its end is back-propagated to its start and to
     the hyperparameters.
 
-    segment: k, steps per segment [``default_segment(T)`` = ceil(sqrt(T))]; k >= T is reverse mode
-        with one extra sweep. Other arguments as ``reverse_run``.
+    segment: k, steps per segment [``default_segment(T)`` = ceil(sqrt(T))]; k >= T records the
+        whole run, as ``reverse_run`` does. Other arguments as ``reverse_run``.
     """
     total = check_batches(train_batches)
     check_watch(watch, watch_every)
@@ -213,7 +213,7 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
             if lost is not None:
                 return InnerRun(_detach(w), _detach(v), buffers, lost, None, t + 1, True, "checkpointed")
         loss = unroller.val_loss(w, buffers, val_batch)
-        adjoint, totals = _pull_back([loss], [None], w0, v0, theta)
+        adjoint, totals = _pull_back([loss], None, w0, v0, theta)
         for start in reversed(stored):
             w_s, v_s = _differentiable(start.weights), _differentiable(start.velocity)
             b_s = {n: b.clone() for n, b in start.buffers.items()}  # replayed, the stored copy kept
@@ -230,11 +230,10 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
 
 
 def _pull_back(outs, adjs, w0, v0, theta):
-    """Back-propagate ``adjs`` (None: a scalar loss) from ``outs`` to the segment's start (w0, v0)
-    and to theta: (adjoint of (w0, v0), {name: d/d theta})."""
+    """Back-propagate ``adjs`` (None: ``outs`` is a scalar loss) from ``outs`` to the segment's
+    start (w0, v0) and to theta: (adjoint of (w0, v0), {name: d/d theta})."""
     leaves, spec = tree_flatten((w0, v0))
     inputs = [x for x in leaves if x.requires_grad]
-    adjs = None if adjs == [None] else adjs
     grads = torch.autograd.grad(outs, inputs + list(theta.values()), adjs, allow_unused=True)
     it = iter(grads[:len(inputs)])
     back = [_zero_if_none(next(it), x) if x.requires_grad else torch.zeros_like(x) for x in leaves]
