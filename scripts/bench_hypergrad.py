@@ -284,7 +284,7 @@ def plain_run(model, batches):
         opt.step()
 
 
-def modes_child(task_json, mode, size, repeats):
+def modes_child(task_json, mode, size, repeats, compile=False):
     """Runs in a fresh interpreter: one cell, printed as JSON (times in s, peak RSS in MiB)."""
     from tune_ext.hypergrad import inner_run
     from tune_ext.hypergrad.choice import default_memory_budget, estimates
@@ -298,9 +298,10 @@ def modes_child(task_json, mode, size, repeats):
     plain_run(model, warm)
     out = {"entries": sum(h.numel() for h in hp.values()), "steps": len(batches)}
     run = lambda b: inner_run(model, ce, b, val, hp if b is batches else  # noqa: E731
-                              {n: h[:1] for n, h in hp.items()}, mode=mode, update=update)
+                              {n: h[:1] for n, h in hp.items()}, mode=mode, update=update,
+                              compile=compile)
     if mode != "plain":
-        run(warm)
+        run(warm)  # compiled: both batch shapes (the epoch's short last batch) compile here
     plains, times, used = [], [], None
     for _ in range(repeats):  # interleaved: the load of the moment falls on both
         start = time.perf_counter()
@@ -333,11 +334,12 @@ def modes_table(args):
     load = os.getloadavg()
     print(f"{task.name}: model {spec['model']}, batch {spec['batch_size']}, {spec['epochs']} epochs, "
           f"float32, {args.threads} torch thread(s), torch {torch.__version__}, best of "
-          f"{args.repeats}; load average at start {load[0]:.2f} on {os.cpu_count()} cores\n")
+          f"{args.repeats}{', compiled (compilation in the warm-up, not timed)' if args.compile else ''}; "
+          f"load average at start {load[0]:.2f} on {os.cpu_count()} cores\n")
 
     def cell(mode, size):
         cmd = [sys.executable, __file__, "--modes-child", json.dumps(spec), mode, size,
-               str(args.repeats), "--threads", str(args.threads)]
+               str(args.repeats), "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             raise RuntimeError(f"cell {mode}/{size} failed:\n{out.stderr[-3000:]}")
@@ -347,8 +349,8 @@ def modes_table(args):
     print(f"plain torch.optim.SGD run: {plain['plain_s']:.2f} s, peak RSS {plain['peak_mib']:.0f} MiB "
           f"({plain['steps']} steps)\n")
     print("| entries | mode | path taken | one outer step / plain run | peak RSS (MiB) | "
-          "peak / plain run's | stored states (MiB) |")
-    print("|---|---|---|---:|---:|---:|---:|")
+          "peak / plain run's | stored states (MiB) | auto's estimate of the path (MiB) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     forward = {}
     for size in args.sizes:
         for mode in MODE_ROWS[1:]:
@@ -357,7 +359,7 @@ def modes_table(args):
             if mode == "forward" and size != "step" and int(size) > args.forward_max or \
                     mode == "forward" and size == "step":
                 est = _forward_estimate(forward, size, plain)
-                print(f"| {size} | forward | - | not run (estimated {est}) | | | |")
+                print(f"| {size} | forward | - | not run (estimated {est}) | | | | |")
                 continue
             r = cell(mode, size)
             ratio = r["seconds"] / r["plain_s"]
@@ -365,7 +367,8 @@ def modes_table(args):
                 forward[r["entries"]] = ratio
             stored = f"{r['stored_mib']:.2f}" if mode == "checkpointed" else ""
             print(f"| {r['entries']} | {mode} | {r['used']} | {ratio:.2f}x | {r['peak_mib']:.0f} | "
-                  f"{r['peak_mib'] / plain['peak_mib']:.2f} | {stored} |", flush=True)
+                  f"{r['peak_mib'] / plain['peak_mib']:.2f} | {stored} | "
+                  f"{r['estimate_mib'][r['used']]:.0f} |", flush=True)
     print("\nsizes: " + "; ".join(f"{k}: {SIZES[k]}" for k in args.sizes))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
@@ -410,6 +413,8 @@ def main():
     p.add_argument("--forward-max", type=int, default=30,
                    help="--modes: run forward mode up to this many entries (estimate above)")
     p.add_argument("--repeats", type=int, default=1, help="--modes: timed runs per cell (best)")
+    p.add_argument("--compile", action="store_true",
+                   help="--modes: torch.compile every mode's differentiated step")
     p.add_argument("--modes-child", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--fds-step", metavar="TASK",
                    help="instead: one FDS outer step on a benchmark task's model against one plain "
@@ -426,7 +431,7 @@ def main():
         return memory_child(args.child[0], int(args.child[1]))
     if args.modes_child:
         spec, mode, size, repeats = args.modes_child
-        return modes_child(spec, mode, size, int(repeats))
+        return modes_child(spec, mode, size, int(repeats), args.compile)
     if args.modes:
         return modes_table(args)
 

@@ -6,7 +6,9 @@ harness's choice of eager or ``--compile`` and of the default derivative path.
 Each row group runs in a fresh process (``--row``), one torch thread, as a benchmark trial does:
 the plain run is ``SupervisedTrainable`` for the task's epochs; an FDS outer step is one
 ``FDSTrainable.train()`` with ``inner_epochs`` = the task's epochs (an inner run carrying the
-tangents of 3 learning-rate windows, momentum and weight decay, then the hyperparameter update).
+tangents of 3 learning-rate windows, momentum and weight decay in forward mode, whose two derivative
+paths are compared here, then the hyperparameter update; ``bench_hypergrad.py --modes`` compares
+the modes).
 "first" includes everything a trial's first step pays (for compiled: the compilation); "next" is
 the fastest of ``--repeats`` later steps in the same process. The two derivative paths run in the
 *same* process, their steps interleaved (jvp, hvp, jvp, hvp, ...), so a loaded machine slows both
@@ -55,6 +57,7 @@ def _row(task_name: str, kind: str, repeats: int) -> dict:
     calls = 1 if kind == "warm" else 1 + repeats
     trainables = {p: FDSTrainable(config={**gradient_config(task, "fds"), "inner_epochs": task.max_t,
                                           "outer_steps": 10, "seed": 0, "derivative": p,
+                                          "hypergrad_mode": "forward",  # the paths compared
                                           "compile": kind != "eager"}) for p in PATHS}
     times = {p: [] for p in PATHS}
     for _ in range(calls):

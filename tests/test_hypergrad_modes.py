@@ -117,7 +117,8 @@ def test_auto_picks_reverse_with_room_then_checkpointed_then_forward_and_refuses
     model, (batches, val) = bn_mlp(), data(steps=9)
     step_bytes, state_bytes = step_graph_bytes(model, CE, batches[0], HP)
     assert 0 < state_bytes < step_bytes  # a step's graph holds activations of a whole batch
-    bigger, _ = step_graph_bytes(model, CE, (torch.cat([batches[0][0]] * 4), torch.cat([batches[0][1]] * 4)), HP)
+    x, y = batches[0]
+    bigger, _ = step_graph_bytes(model, CE, (torch.cat([x] * 4), torch.cat([y] * 4)), HP)
     assert bigger > 2 * step_bytes  # it grows with the batch
     memory, cost, k = estimates(8, 9, step_bytes, state_bytes)
     assert memory["checkpointed"] < memory["reverse"] and cost["reverse"] < cost["checkpointed"]

@@ -287,9 +287,9 @@ class FDSTrainable(ReusableTrainable):
     ``<h>_step``; outer updates are clamped to valid ranges (beta1, momentum <= 0.999, label
     smoothing <= 1), and an out-of-range init is a ValueError naming the key.
 
-    "fds": one ``step()`` = a full inner run from the same initial weights with forward-mode
-    hypergradients of the validation loss, then one outer update. "oho"/"hd": one ``step()`` = one
-    epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc`` (as
+    "fds": one ``step()`` = a full inner run from the same initial weights with exact
+    hypergradients (``hypergrad_mode``) of the validation loss, then one outer update.
+    "oho"/"hd": one ``step()`` = one epoch of joint training. Reports ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc`` (as
     ``SupervisedTrainable``: no accuracy for float targets; of the inner run, for
     "fds" with the hyperparameters reported alongside), ``lr_0 ..``, ``momentum_0 ..``,
     ``weight_decay_0 ..``, ``hypergrad_norm_<name>`` (absent after a lost run), ``skipped_updates``;

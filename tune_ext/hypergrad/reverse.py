@@ -175,13 +175,14 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
                      watch_every: int | None = None) -> InnerRun:
     """``reverse_run``'s hypergradients with memory bounded by segments of ``segment`` steps.
 
-    A sweep without a graph stores (weights, velocity, buffers) at steps 0, k, 2k, ...; then, from
-    the last segment to the first, the segment is recomputed from its stored state with its graph
-    (the buffers from their stored copy, the same batches in the same order) and the adjoint of its
-    end is back-propagated to its start and to the hyperparameters.
+    A sweep without a graph stores (weights, velocity, buffers) at steps 0, k, 2k, ... and records
+    only the last segment's graph; then, from the last segment to the first, each earlier segment is
+    recomputed from its stored state with its graph (the buffers from their stored copy, the same
+    batches in the same order) and the adjoint of its end is back-propagated to its start and to
+    the hyperparameters.
 
-    segment: k, steps per segment [``default_segment(T)`` = ceil(sqrt(T))]; k >= T is reverse mode
-        with one extra sweep. Other arguments as ``reverse_run``.
+    segment: k, steps per segment [``default_segment(T)`` = ceil(sqrt(T))]; k >= T records the
+        whole run, as ``reverse_run`` does. Other arguments as ``reverse_run``.
     """
     total = check_batches(train_batches)
     check_watch(watch, watch_every)
@@ -189,44 +190,48 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"segment must be a positive int (steps per checkpointed segment), got {segment!r}")
     unroller = Unroller(model, loss_fn, update, train_loss, compile)
-    hp = as_hparams(hparams, next(model.parameters()))
+    theta = {n: h.requires_grad_() for n, h in as_hparams(hparams, next(model.parameters())).items()}
     w, v, buffers = unroller.start()
     stop = _watched(unroller, watch, watch_every, total, val_batch)
+    last = (total - 1) // k * k  # the last segment is recorded in the sweep itself, not recomputed
     stored = []
-    for t in range(total):
-        if t % k == 0:
-            stored.append(_Checkpoint(t, w, v, {n: b.clone() for n, b in buffers.items()}))
-        w, v = unroller.plain_step(w, v, buffers, step_values(hp, t, total), train_batches[t])
-        lost = stop and stop(t + 1, w, buffers)
-        if lost is not None:
-            return InnerRun(w, v, buffers, lost, None, t + 1, True, "checkpointed")
-    theta = {n: h.requires_grad_() for n, h in hp.items()}
+    with torch.no_grad():
+        hp = {n: h.detach() for n, h in theta.items()}
+        for t in range(last):
+            if t % k == 0:
+                stored.append(_Checkpoint(t, w, v, {n: b.clone() for n, b in buffers.items()}))
+            w, v = unroller.plain_step(w, v, buffers, step_values(hp, t, total), train_batches[t])
+            lost = stop and stop(t + 1, w, buffers)
+            if lost is not None:
+                return InnerRun(w, v, buffers, lost, None, t + 1, True, "checkpointed")
     with torch.enable_grad():
-        end = _differentiable(w)
-        loss = unroller.val_loss(end, buffers, val_batch)
-        adjoint = (_grad(loss, end, create_graph=False), tree_map(torch.zeros_like, v))
-        totals = {n: torch.zeros_like(h) for n, h in theta.items()}
+        w0, v0 = _differentiable(w), _differentiable(v)
+        w, v = w0, v0
+        for t in range(last, total):
+            w, v = unroller.graph_step(w, v, buffers, step_values(theta, t, total), train_batches[t])
+            lost = stop and stop(t + 1, w, buffers)
+            if lost is not None:
+                return InnerRun(_detach(w), _detach(v), buffers, lost, None, t + 1, True, "checkpointed")
+        loss = unroller.val_loss(w, buffers, val_batch)
+        adjoint, totals = _pull_back([loss], None, w0, v0, theta)
         for start in reversed(stored):
-            adjoint, grads = _back_through(unroller, start, min(start.step + k, total), theta,
-                                           train_batches, total, adjoint)
+            w_s, v_s = _differentiable(start.weights), _differentiable(start.velocity)
+            b_s = {n: b.clone() for n, b in start.buffers.items()}  # replayed, the stored copy kept
+            w_e, v_e = w_s, v_s
+            for t in range(start.step, start.step + k):
+                w_e, v_e = unroller.graph_step(w_e, v_e, b_s, step_values(theta, t, total), train_batches[t])
+            outs, adjs = zip(*[(o, a) for o, a in zip(tree_flatten((w_e, v_e))[0], tree_flatten(adjoint)[0])
+                               if o.requires_grad])
+            adjoint, grads = _pull_back(list(outs), list(adjs), w_s, v_s, theta)
             for n, g in grads.items():
                 totals[n] += g
-    return InnerRun(w, v, buffers, float(loss.detach()), totals, total, False, "checkpointed")
+    return InnerRun(_detach(w), _detach(v), buffers, float(loss.detach()), totals, total, False,
+                    "checkpointed")
 
 
-def _back_through(unroller, start: _Checkpoint, stop: int, theta: dict, batches, total, adjoint):
-    """Recompute steps [start.step, stop) with their graph and pull ``adjoint`` (of the weights and
-    velocity at ``stop``) back to the segment's start: (adjoint at the start, d/d theta part)."""
-    w0, v0 = _differentiable(start.weights), _differentiable(start.velocity)
-    buffers = {n: b.clone() for n, b in start.buffers.items()}  # replayed, the stored copy kept
-    w, v = w0, v0
-    for t in range(start.step, stop):
-        w, v = unroller.graph_step(w, v, buffers, step_values(theta, t, total), batches[t])
-    outs, adjs = [], []
-    for o, a in zip(tree_flatten((w, v))[0], tree_flatten(adjoint)[0]):
-        if o.requires_grad:
-            outs.append(o)
-            adjs.append(a)
+def _pull_back(outs, adjs, w0, v0, theta):
+    """Back-propagate ``adjs`` (None: ``outs`` is a scalar loss) from ``outs`` to the segment's
+    start (w0, v0) and to theta: (adjoint of (w0, v0), {name: d/d theta})."""
     leaves, spec = tree_flatten((w0, v0))
     inputs = [x for x in leaves if x.requires_grad]
     grads = torch.autograd.grad(outs, inputs + list(theta.values()), adjs, allow_unused=True)
