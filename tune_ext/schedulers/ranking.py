@@ -6,7 +6,9 @@ decision never scans the rung (Ray's ASHA takes a percentile over every recorded
 
 Example::
 
-    >>> r = RankedValues(); r.add(0.5); r.add(0.9); r.add(0.1)
+    >>> r = RankedValues()
+    >>> [r.insert(x) for x in (0.5, 0.9, 0.1)]   # each: how many recorded before it are greater
+    [0, 0, 2]
     >>> r.count_above(0.4), len(r)
     (2, 3)
 """
@@ -56,9 +58,6 @@ class RankedValues:
             total += tree[i]
             i -= i & -i
         return total
-
-    def add(self, x: float) -> None:
-        self.insert(x)
 
     def insert(self, x: float) -> int:
         """Add x; return how many values recorded before it are strictly greater (one block

@@ -225,7 +225,7 @@ class RungBook:
             entry.flat += (score, seq)
         else:                                     # rungs overstepped on the way
             for k in range(entry.rung + 1, rung):
-                rungs[k].ranked.add(key)
+                rungs[k].ranked.insert(key)
             entry.flat += (score, seq) * (rung - entry.rung)
         ahead = r.ranked.insert(key)
         if score == -INF:     # behind every other record, other -inf ones included
@@ -461,7 +461,7 @@ class RungBook:
             entry.rungs = bracket.rungs
             bracket.trial_ids.append(tid)
             for rung, (score, seq) in zip(bracket.rungs, records):
-                rung.ranked.add(book._key(score, seq))
+                rung.ranked.insert(book._key(score, seq))
             if entry.alive and entry.waiting:
                 bracket.rungs[entry.rung].heap.append((-records[-1][0], records[-1][1], tid))
             book._set_next_milestone(entry)
