@@ -10,33 +10,19 @@ import pytest
 import torch
 from torch import nn
 
+from hypergrad_helpers import D, assert_close, data
+
 from tune_ext.hypergrad import (SGD, AdamW, forward_run, hypergradient, layers_of,
                                 regularised_cross_entropy, window_index)
 from tune_ext.hypergrad.online import OnlineHypergrad
 from tune_ext.hypergrad.outer import ClippedSGD
 
 CE = nn.functional.cross_entropy
-D = torch.float64
 
 
 def tanh_mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(D)
-
-
-def data(steps=6, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    batches = [(torch.randn(8, 5, generator=g, dtype=D), torch.randint(0, 3, (8,), generator=g))
-               for _ in range(steps)]
-    val = (torch.randn(24, 5, generator=g, dtype=D), torch.randint(0, 3, (24,), generator=g))
-    return batches, val
-
-
-def assert_close(a, b, rtol=1e-8):
-    assert a.keys() == b.keys()
-    for k in a:
-        scale = b[k].abs().max().clamp_min(1e-12)
-        assert (a[k] - b[k]).abs().max() / scale < rtol, (k, a[k], b[k])
 
 
 def torch_loop(model, batches, val, hp, optimizer="sgd"):

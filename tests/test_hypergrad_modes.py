@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from hypergrad_helpers import D, assert_close, data
+
 from tune_ext.hypergrad import AdamW, MODES, choose_mode, default_memory_budget, inner_run
 from tune_ext.hypergrad.choice import estimates
 from tune_ext.hypergrad.reverse import step_graph_bytes
 
 CE = nn.functional.cross_entropy
-D = torch.float64
 HP = {"lr": torch.tensor([0.3, 0.2, 0.1], dtype=D), "momentum": torch.tensor([0.5, 0.9], dtype=D),
       "weight_decay": torch.tensor([0.01, 0.02, 0.0], dtype=D)}
 
@@ -23,21 +24,6 @@ def bn_mlp(seed=0):
     # would turn into 1e-10 differences between paths
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(5, 7, bias=False), nn.BatchNorm1d(7), nn.Tanh(), nn.Linear(7, 3)).to(D)
-
-
-def data(steps=9, seed=1, batch=8):
-    g = torch.Generator().manual_seed(seed)
-    batches = [(torch.randn(batch, 5, generator=g, dtype=D), torch.randint(0, 3, (batch,), generator=g))
-               for _ in range(steps)]
-    val = (torch.randn(24, 5, generator=g, dtype=D), torch.randint(0, 3, (24,), generator=g))
-    return batches, val
-
-
-def assert_close(a, b, rtol=1e-8):
-    assert a.keys() == b.keys()
-    for k in a:
-        scale = b[k].abs().max().clamp_min(1e-12)
-        assert (a[k] - b[k]).abs().max() / scale < rtol, (k, a[k], b[k])
 
 
 def assert_same_run(run, ref):
@@ -54,7 +40,7 @@ def assert_same_run(run, ref):
 
 @pytest.mark.parametrize("update", ["sgd", "adamw"])
 def test_every_mode_gives_the_same_run_with_batchnorm_buffers(update):
-    model, (batches, val) = bn_mlp(), data()
+    model, (batches, val) = bn_mlp(), data(9)
     before = {k: b.clone() for k, b in model.state_dict().items()}
     hp, kw = HP, {}
     if update == "adamw":
