@@ -33,10 +33,13 @@ def placement(device: torch.device | None) -> dict:
     those the process sees (``visible_gpus``: CUDA_VISIBLE_DEVICES, which Ray sets)."""
     import ray
 
-    assigned = ray.get_runtime_context().get_assigned_resources()
+    # only in a Ray worker: a trainable built in a driver or without Ray (tests) must neither
+    # start nor join a Ray, and has no resources assigned
+    in_worker = ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    ids = ray.get_gpu_ids() if in_worker else []
+    assigned = ray.get_runtime_context().get_assigned_resources() if in_worker else {}
     return {"device": "" if device is None else device.type,
-            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
-            "gpu_fraction": float(assigned.get("GPU", 0.0)),
+            "gpu_ids": ",".join(str(i) for i in ids), "gpu_fraction": float(assigned.get("GPU", 0.0)),
             "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
