@@ -13,7 +13,18 @@ Part 2 measures peak resident memory of a whole differentiated run at horizons o
 keeps the whole unrolled run in memory (about 0.28 MiB per step here, 2.7 GiB at 10,000 steps);
 ``--reverse-max`` caps it on a smaller machine.
 
-    PYTHONPATH=. python scripts/bench_hypergrad.py            # both parts, a few minutes on a CPU
+Part 3 (``--modes``) is the table of docs/gradient-hpo.md: one FDS outer step (a whole inner run
+with its hypergradients) on a benchmark task's model, data, batch size and horizon (mnist1d: the
+1D CNN, 20 epochs), as a multiple of a plain ``torch.optim.SGD`` run of the same batches timed in
+the same process, for every mode (forward, reverse, checkpointed, auto) at 5, 30, 100 and
+per-step entries, with each cell's peak RSS (``ru_maxrss`` of a fresh subprocess that holds only
+that cell) next to the peak of a process that only runs the plain run. Forward mode's cost grows
+with the entries: cells above ``--forward-max`` entries are not run, and their estimate (a line
+through the measured forward cells) is printed as such.
+
+    PYTHONPATH=. python scripts/bench_hypergrad.py            # parts 1 and 2, minutes on a CPU
+    PYTHONPATH=. python scripts/bench_hypergrad.py --modes    # part 3: mnist1d, 20 epochs
+    PYTHONPATH=. python scripts/bench_hypergrad.py --modes --epochs 4 --sizes 5 30  # smaller
     PYTHONPATH=. python scripts/bench_hypergrad.py --fds-step mnist1d   # FDS outer step vs a plain run
     PYTHONPATH=. python scripts/bench_hypergrad.py --quick    # smaller, for a smoke test
 """
@@ -22,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import resource
 import subprocess
@@ -215,6 +227,168 @@ def measure_memory(mode, steps, threads):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# -- part 3: every mode over a task's horizon ------------------------------------------------------
+
+SIZES = {"5": "3 lr windows, momentum, weight decay (the task's default space)",
+         "30": "10 windows each of lr, momentum, weight decay",
+         "100": "per-layer lr and weight decay over 15 windows, momentum over 10 windows",
+         "step": "one lr, momentum and weight decay per training step"}
+MODE_ROWS = ("plain", "forward", "reverse", "checkpointed", "auto")
+
+
+def horizon_setup(dataset, model_name, batch_size, epochs, seed=0):
+    """The task's data, a seeded model and an FDS inner run's batches (epochs of permutations)."""
+    from trainables import build_model, load_dataset
+
+    data = load_dataset(dataset)
+    torch.manual_seed(seed)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    g = torch.Generator().manual_seed(seed)
+    n = len(data.y_train)
+    batches = []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=g)
+        batches += [(data.x_train[order[i:i + batch_size]], data.y_train[order[i:i + batch_size]])
+                    for i in range(0, n, batch_size)]
+    return model, batches, (data.x_val, data.y_val)
+
+
+def size_hparams(size, model, total):
+    """(hparams, update) for one row of SIZES, starting from a common schedule."""
+    from tune_ext.hypergrad import SGD, layers_of
+
+    full = lambda n, v: torch.full((n,), v)  # noqa: E731
+    if size == "5":
+        return {"lr": full(3, 0.05), "momentum": full(1, 0.9), "weight_decay": full(1, 5e-4)}, SGD()
+    if size == "30":
+        return {"lr": full(10, 0.05), "momentum": full(10, 0.9), "weight_decay": full(10, 5e-4)}, SGD()
+    if size == "100":
+        layer_of = layers_of(model)
+        n = len(set(layer_of.values()))
+        return ({"lr": torch.full((15, n), 0.05), "momentum": full(10, 0.9),
+                 "weight_decay": torch.full((15, n), 5e-4)}, SGD(layer_of))
+    return {"lr": full(total, 0.05), "momentum": full(total, 0.9), "weight_decay": full(total, 5e-4)}, SGD()
+
+
+def plain_run(model, batches):
+    """The baseline: torch.optim.SGD over the same batches from the same weights."""
+    import copy
+
+    m = copy.deepcopy(model)
+    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    ce = torch.nn.functional.cross_entropy
+    m.train()
+    for x, y in batches:
+        opt.zero_grad(set_to_none=True)
+        ce(m(x), y).backward()
+        opt.step()
+
+
+def modes_child(task_json, mode, size, repeats):
+    """Runs in a fresh interpreter: one cell, printed as JSON (times in s, peak RSS in MiB)."""
+    from tune_ext.hypergrad import inner_run
+    from tune_ext.hypergrad.choice import default_memory_budget, estimates
+    from tune_ext.hypergrad.reverse import default_segment, step_graph_bytes
+
+    t = json.loads(task_json)
+    model, batches, val = horizon_setup(t["dataset"], t["model"], t["batch_size"], t["epochs"])
+    hp, update = size_hparams(size, model, len(batches))
+    ce = torch.nn.functional.cross_entropy
+    warm = batches[:max(2, len(batches) // t["epochs"])]  # one epoch: imports, caches, allocator
+    plain_run(model, warm)
+    out = {"entries": sum(h.numel() for h in hp.values()), "steps": len(batches)}
+    run = lambda b: inner_run(model, ce, b, val, hp if b is batches else  # noqa: E731
+                              {n: h[:1] for n, h in hp.items()}, mode=mode, update=update)
+    if mode != "plain":
+        run(warm)
+    plains, times, used = [], [], None
+    for _ in range(repeats):  # interleaved: the load of the moment falls on both
+        start = time.perf_counter()
+        plain_run(model, batches)
+        plains.append(time.perf_counter() - start)
+        if mode != "plain":
+            start = time.perf_counter()
+            result = run(batches)
+            times.append(time.perf_counter() - start)
+            used = result.mode
+            assert all(torch.isfinite(g).all() for g in result.hypergrads.values())
+    step_bytes, state_bytes = step_graph_bytes(model, ce, batches[0], hp, update=update)
+    memory, _, _ = estimates(out["entries"], len(batches), step_bytes, state_bytes)
+    out.update(plain_s=min(plains), seconds=min(times) if times else None, used=used,
+               peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               stored_mib=math.ceil(len(batches) / default_segment(len(batches))) * state_bytes / 2**20,
+               estimate_mib={k: v / 2**20 for k, v in memory.items()},
+               budget_mib=default_memory_budget() / 2**20)
+    print(json.dumps(out))
+
+
+def modes_table(args):
+    """Part 3: the table of docs/gradient-hpo.md."""
+    from tune_ext.benchmark.tasks import get_task
+
+    task = get_task(args.task)
+    space = task.space
+    spec = {"dataset": space["dataset"], "model": space["model"], "batch_size": space["batch_size"],
+            "epochs": args.epochs or task.max_t}
+    load = os.getloadavg()
+    print(f"{task.name}: model {spec['model']}, batch {spec['batch_size']}, {spec['epochs']} epochs, "
+          f"float32, {args.threads} torch thread(s), torch {torch.__version__}, best of "
+          f"{args.repeats}; load average at start {load[0]:.2f} on {os.cpu_count()} cores\n")
+
+    def cell(mode, size):
+        cmd = [sys.executable, __file__, "--modes-child", json.dumps(spec), mode, size,
+               str(args.repeats), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"cell {mode}/{size} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    plain = cell("plain", args.sizes[0])
+    print(f"plain torch.optim.SGD run: {plain['plain_s']:.2f} s, peak RSS {plain['peak_mib']:.0f} MiB "
+          f"({plain['steps']} steps)\n")
+    print("| entries | mode | path taken | one outer step / plain run | peak RSS (MiB) | "
+          "peak / plain run's | stored states (MiB) |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    forward = {}
+    for size in args.sizes:
+        for mode in MODE_ROWS[1:]:
+            if mode not in args.mode_list:
+                continue
+            if mode == "forward" and size != "step" and int(size) > args.forward_max or \
+                    mode == "forward" and size == "step":
+                est = _forward_estimate(forward, size, plain)
+                print(f"| {size} | forward | - | not run (estimated {est}) | | | |")
+                continue
+            r = cell(mode, size)
+            ratio = r["seconds"] / r["plain_s"]
+            if mode == "forward":
+                forward[r["entries"]] = ratio
+            stored = f"{r['stored_mib']:.2f}" if mode == "checkpointed" else ""
+            print(f"| {r['entries']} | {mode} | {r['used']} | {ratio:.2f}x | {r['peak_mib']:.0f} | "
+                  f"{r['peak_mib'] / plain['peak_mib']:.2f} | {stored} |", flush=True)
+    print("\nsizes: " + "; ".join(f"{k}: {SIZES[k]}" for k in args.sizes))
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+def _forward_estimate(forward: dict, size: str, plain: dict) -> str:
+    """Forward mode's multiple at a size not run: a line through the measured sizes."""
+    if not forward:
+        return "no forward cell measured to extrapolate from"
+    entries = {"5": 5, "30": 30, "100": 100}.get(size, 3 * plain["steps"])
+    ks = sorted(forward)
+    if len(ks) == 1:
+        from tune_ext.hypergrad.choice import forward_cost
+
+        x = forward[ks[0]] * forward_cost(entries) / forward_cost(ks[0])
+        how = f"from {ks[0]} entries and choice.forward_cost"
+    else:
+        (k0, k1) = ks[0], ks[-1]
+        slope = (forward[k1] - forward[k0]) / (k1 - k0)
+        x = forward[k1] + slope * (entries - k1)
+        how = f"a line through {k0} and {k1} entries"
+    return f"{x:.0f}x at {entries} entries, {how}"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions and horizons")
@@ -225,6 +399,18 @@ def main():
     p.add_argument("--skip-memory", action="store_true", help="time steps only")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--modes", action="store_true",
+                   help="instead: part 3, every hypergradient mode over a task's horizon")
+    p.add_argument("--task", default="mnist1d", help="--modes: the benchmark task")
+    p.add_argument("--epochs", type=int, default=None, help="--modes: horizon [the task's]")
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES),
+                   help="--modes: entry counts (step: one lr, momentum, weight decay per step)")
+    p.add_argument("--mode-list", nargs="+", default=list(MODE_ROWS[1:]), choices=MODE_ROWS[1:],
+                   help="--modes: which modes")
+    p.add_argument("--forward-max", type=int, default=30,
+                   help="--modes: run forward mode up to this many entries (estimate above)")
+    p.add_argument("--repeats", type=int, default=1, help="--modes: timed runs per cell (best)")
+    p.add_argument("--modes-child", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--fds-step", metavar="TASK",
                    help="instead: one FDS outer step on a benchmark task's model against one plain "
                         "training run, eager and compiled (scripts/fds_step_cost.py)")
@@ -238,6 +424,11 @@ def main():
     torch.set_num_threads(args.threads)
     if args.child:
         return memory_child(args.child[0], int(args.child[1]))
+    if args.modes_child:
+        spec, mode, size, repeats = args.modes_child
+        return modes_child(spec, mode, size, int(repeats))
+    if args.modes:
+        return modes_table(args)
 
     entries = (1, 3) if args.quick else (1, 3, 7, 15)
     horizons = (100, 1000) if args.quick else (100, 1000, 10000)

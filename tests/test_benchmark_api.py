@@ -3,6 +3,7 @@ reference computed by the installed command into a path the user chooses."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +62,10 @@ def test_user_task_inside_a_program_that_started_ray(ray_local, tmp_path):
 def test_reference_command_writes_where_the_user_says(tmp_path):
     out = tmp_path / "refs" / "parabola.json"
     command = Path(sys.executable).parent / "tune-ext-reference"   # the installed entry point
-    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "USER_TASK_REFERENCE": str(out)}
+    # the task module sits in the current folder, as a user's would, and is not on any path:
+    # the command and Ray's workers find it there
+    shutil.copy(HERE / "user_task.py", tmp_path / "user_task.py")
+    env = {**os.environ, "USER_TASK_REFERENCE": str(out)}
     proc = subprocess.run([str(command), "--task", "user_task:task_with_stored_reference",
                            "--seeds", "1", "--num-cpus", "1"], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=600)
@@ -76,7 +79,8 @@ def test_reference_command_writes_where_the_user_says(tmp_path):
 
 def test_a_task_from_your_own_model_and_data_runs_black_box_and_gradient_methods(ray_local, tmp_path):
     task = user_task.own_model_task()
-    assert task.gradient_config == {"batch_size": 32} and "model_fn" in task.trainable_kwargs
+    assert task.gradient_config == {"batch_size": 32, "n_lr_windows": 2, "n_momentum_windows": 1,
+                                    "n_weight_decay_windows": 1} and "model_fn" in task.trainable_kwargs
     summary = run_benchmark(task, get_methods(["asha", "fds"]), [0],
                             Budget(300.0, concurrency=1, max_results=4), str(tmp_path),
                             RunOptions(log=lambda s: None))

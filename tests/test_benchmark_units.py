@@ -364,8 +364,14 @@ def test_concurrent_fds_trials_start_from_different_points_of_the_space():
     assert [c["start"] for c in _suggestions("fds", task, 1, 4)][1:] != starts[1:]
     # and FDSTrainable takes them: no starting-value keys of its own next to "start"
     assert not {"lr_init", "momentum_init", "weight_decay_init"} & set(_suggestions("fds", task, 0, 1)[0])
-    # OHO and HD keep the paper's start
-    assert method_kwargs(METHODS["hd"], task, 0)["config"]["lr_init"] == 0.0
+    # HD and OHO too, over one value of each kind, at the step sizes of their papers' range
+    for method in ("hd", "oho"):
+        configs = _suggestions(method, task, 0, 3)
+        assert configs[0]["start"] == {"lr_0": 1e-3, "momentum": 0.5, "weight_decay": 1e-6}
+        assert len({c["start"]["lr_0"] for c in configs}) == 3
+        assert all(set(c["start"]) == {"lr_0", "momentum", "weight_decay"} for c in configs)
+        assert not any(k.endswith("_init") or k.startswith("n_") for k in configs[0])
+        assert configs[0]["clip"] is None and 1e-6 <= configs[0]["lr_step"] <= 1e-2
 
 
 def test_the_hybrid_searches_width_batch_size_and_fds_start_under_asha():
@@ -416,3 +422,94 @@ def test_tensorboard_steps_are_milliseconds_on_each_runs_clock(tmp_path):
     assert [e.step for e in a] == [250, 1000, 1002] and [e.step for e in b] == [500, 2000]
     assert [round(e.value, 6) for e in a] == [0.3, 0.1, 0.05]
     assert [e.wall_time for e in b] == pytest.approx([1100.5, 1102.0])
+
+
+def _entries(space, kind):
+    from tune_ext.hypergrad.kinds import kind_of
+
+    return [k for k in space if kind_of(k) == kind]
+
+
+@pytest.mark.parametrize("name, counts, per_layer", [
+    ("mnist1d", {"lr": 3, "momentum": 1, "weight_decay": 1}, False),
+    ("mnist1d-30", {"lr": 12, "momentum": 9, "weight_decay": 9}, False),
+    ("mnist1d-100", {"lr": 45, "momentum": 15, "weight_decay": 45}, True)])
+def test_mnist1d_variants_search_many_hyperparameters_and_share_the_reference(name, counts, per_layer):
+    from ray.tune.search.sample import Domain
+
+    from tune_ext.benchmark.methods import gradient_config
+
+    task, base = get_task(name), get_task("mnist1d")
+    space = task.search_space()
+    assert {k: len(_entries(space, k)) for k in counts} == counts
+    assert sum(isinstance(v, Domain) for v in space.values()) == sum(counts.values())
+    for key, domain in space.items():  # the default task's wide ranges
+        if isinstance(domain, Domain):
+            from tune_ext.hypergrad.kinds import kind_of
+
+            kind = kind_of(key)
+            ref = base.space["lr_0" if kind == "lr" else kind]
+            assert (domain.lower, domain.upper) == (ref.lower, ref.upper), key
+    assert {k: space[k] for k in ("dataset", "model", "epochs", "batch_size")} == \
+        {"dataset": "mnist1d", "model": "cnn1d", "epochs": 20, "batch_size": 128}
+    assert task.reference_value() == base.reference_value() and task.target_regret == 0.02
+    # every reference-grid schedule is a point of the space: its keys, inside the ranges (weight
+    # decay 0 sits at the range's lower end, 1e-6, as in the default task)
+    assert len(task.reference_grid) == len(base.reference_grid)
+    for point in task.reference_grid:
+        searched = {k: v for k, v in point.items() if isinstance(space.get(k), Domain)}
+        assert set(searched) == {k for k, v in space.items() if isinstance(v, Domain)}
+        assert all(space[k].lower <= v <= space[k].upper for k, v in searched.items() if v > 0)
+    # FDS learns the same keys: its windows, per layer on mnist1d-100
+    fds = gradient_config(task, "fds")
+    assert {k: fds[f"n_{k}_windows"] for k in counts} == \
+        {k: n // (3 if per_layer and k != "momentum" else 1) for k, n in counts.items()}
+    assert fds.get("per_layer", False) == per_layer
+
+
+def test_cnn1d_has_the_layers_the_per_layer_variant_counts():
+    from trainables import build_model
+    from tune_ext.benchmark.tasks import CNN1D_LAYERS
+    from tune_ext.hypergrad import layers_of
+
+    assert len(set(layers_of(build_model("cnn1d", (1, 40), 10)).values())) == CNN1D_LAYERS == 3
+
+
+def test_a_grid_schedule_refines_exactly_onto_windows_that_are_multiples_of_three():
+    from tune_ext.benchmark.tasks import refine_schedule
+    from tune_ext.hypergrad.schedule import window_index
+
+    # window j of n = 3m covers exactly the steps of window j // m of 3, whatever the horizon T
+    for n in (3, 6, 9, 12, 15):
+        for total in (1, 2, 5, 29, 580, 581, 1000):
+            assert all(window_index(t, total, n) // (n // 3) == window_index(t, total, 3)
+                       for t in range(total + 3))
+    # ... while 10 windows would not be exact (a third of 580 steps does not end on a tenth)
+    assert any(window_index(t, 580, 10) // 3 != window_index(t, 580, 3) for t in range(580))
+    grid = {"lr_0": 0.3, "lr_1": 0.3, "lr_2": 0.03, "momentum": 0.9, "weight_decay": 5e-4}
+    fine = refine_schedule(grid, {"lr": 6, "momentum": 2, "weight_decay": 1})
+    assert fine == {"lr_0": 0.3, "lr_1": 0.3, "lr_2": 0.3, "lr_3": 0.3, "lr_4": 0.03, "lr_5": 0.03,
+                    "momentum_0": 0.9, "momentum_1": 0.9, "weight_decay": 5e-4}
+    layered = refine_schedule(grid, {"lr": 3, "momentum": 1, "weight_decay": 1}, True, 2)
+    assert [layered[f"lr_{i}"] for i in range(6)] == [0.3, 0.3, 0.3, 0.3, 0.03, 0.03]
+    assert layered["momentum"] == 0.9 and [layered["weight_decay_0"], layered["weight_decay_1"]] == [5e-4] * 2
+    with pytest.raises(ValueError, match="10 lr windows do not refine 3"):
+        refine_schedule(grid, {"lr": 10, "momentum": 1, "weight_decay": 1})
+
+
+@pytest.mark.parametrize("windows, per_layer", [({"lr": 12, "momentum": 9, "weight_decay": 9}, False),
+                                                ({"lr": 6, "momentum": 3, "weight_decay": 3}, True)])
+def test_a_refined_grid_schedule_trains_exactly_as_the_original(windows, per_layer):
+    from trainables import SupervisedTrainable
+    from tune_ext.benchmark.tasks import refine_schedule
+
+    grid = {"lr_0": 0.2, "lr_1": 0.1, "lr_2": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+    base = {"dataset": "digits", "model": "mlp", "batch_size": 100, "epochs": 2, "seed": 1}
+    runs = []
+    for schedule in (grid, {**refine_schedule(grid, windows, per_layer, 2),
+                            **({"per_layer": True} if per_layer else {})}):
+        t = SupervisedTrainable(config={**base, **schedule})
+        runs.append([t.train()["val_loss"] for _ in range(2)] + [t.model.state_dict()])
+        t.stop()
+    assert runs[0][:2] == runs[1][:2]
+    assert all(bool((runs[0][2][k] == runs[1][2][k]).all()) for k in runs[0][2])

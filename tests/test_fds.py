@@ -58,6 +58,37 @@ def test_the_hvp_derivative_path_runs_the_same_fds():
     assert hvp[-1]["lr_1"] != cfg["lr_init"] and hvp[-1]["momentum_0"] > 0
 
 
+def test_every_hypergrad_mode_runs_the_same_fds_and_says_which_path_it_took():
+    cfg = {**FDS, "n_lr_windows": 2, "lr_init": 0.05, "momentum_step": 0.05, "weight_decay_step": 1e-4,
+           "outer_steps": 2, "batch_size": 256}
+    ref = run_direct({**cfg, "hypergrad_mode": "forward"}, 2)
+    assert [r["hypergrad_mode"] for r in ref] == ["forward", "forward"]
+    for mode, extra, took in (("reverse", {}, "reverse"), ("checkpointed", {}, "checkpointed"),
+                              ("auto", {}, "reverse"), (None, {}, "reverse"),  # the default
+                              # between the estimates of checkpointed (1.1 MiB) and reverse (2.6)
+                              ("auto", {"memory_budget_gb": 1.8 / 1024}, "checkpointed")):
+        runs = run_direct({**cfg, **extra, **({} if mode is None else {"hypergrad_mode": mode})}, 2)
+        assert [r["hypergrad_mode"] for r in runs] == [took, took], (mode, extra)
+        for a, b in zip(ref, runs):  # float32: the paths sum in different orders
+            for key in ("lr_0", "lr_1", "momentum_0", "weight_decay_0", "val_loss", "hypergrad_norm_lr"):
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (mode, key)
+    (online,) = run_direct({**cfg, "method": "hd", "n_lr_windows": 1, "lr_step": 0.01}, 1)
+    assert online["hypergrad_mode"] == "forward"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"hypergrad_mode": "backward"}, "hypergrad_mode.*auto, forward, reverse, checkpointed"),
+    ({"memory_budget_gb": 0}, r"memory_budget_gb.*> 0"),
+    ({"memory_budget_gb": "1G"}, r"memory_budget_gb.*> 0"),
+    ({"hypergrad_mode": "reverse", "memory_budget_gb": 1.0}, "memory_budget_gb.*'auto'"),
+    ({"method": "oho", "n_lr_windows": 1, "hypergrad_mode": "reverse"}, "'oho' is online"),
+    ({"memory_budget_gb": 1e-9}, "below every exact path's estimate"),
+])
+def test_bad_hypergrad_mode_config_names_the_key(bad, match):
+    with pytest.raises(ValueError, match=match):
+        run_direct({**FDS, **bad}, 1)
+
+
 def test_fds_starts_from_a_black_box_schedule():
     # the black-box space's keys (SupervisedTrainable's schedule) as FDS's starting values
     cfg = {k: v for k, v in FDS.items() if k not in ("n_lr_windows", "lr_init")}
@@ -155,6 +186,8 @@ def test_an_ensemble_averages_the_hypergradients_of_its_seeds(tmp_path):
 ])
 def test_bad_config_names_the_key(bad, match):
     config = {k: v for k, v in {**FDS, **bad}.items() if v is not None}  # None: drop the key
+    with pytest.raises(ValueError, match=match):   # in the driver, as the harness checks it
+        FDSTrainable.check_config(config)
     with pytest.raises(ValueError, match=match):
         FDSTrainable(config=config)
 

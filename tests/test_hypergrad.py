@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tune_ext.hypergrad import hypergradient, per_layer_sgd, window_index
+from tune_ext.hypergrad import MODES, hypergradient, per_layer_sgd, window_index
 from tune_ext.hypergrad.updates import layers_of
 
 CE = nn.functional.cross_entropy
@@ -85,10 +85,11 @@ def central_differences(model, batches, val, hp, eps=1e-5, groups=None):
     return out
 
 
-def test_forward_equals_central_differences_of_torch_sgd():
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_equals_central_differences_of_torch_sgd(mode):
     model, (batches, val) = tanh_mlp(), data()
-    fwd = hypergradient(model, CE, batches, val, HP)
-    assert_close(fwd, central_differences(model, batches, val, HP), rtol=1e-6)
+    got = hypergradient(model, CE, batches, val, HP, mode=mode)
+    assert_close(got, central_differences(model, batches, val, HP), rtol=1e-6)
 
 
 def test_per_layer_learning_rates_need_only_a_new_update():
@@ -98,10 +99,12 @@ def test_per_layer_learning_rates_need_only_a_new_update():
     hp = {"lr": torch.tensor([[0.3, 0.1], [0.2, 0.05]]), "momentum": torch.tensor([0.9]),
           "weight_decay": torch.tensor([0.01])}
     update = per_layer_sgd(layer_of)
-    fwd = hypergradient(model, CE, batches, val, hp, update=update)
+    fwd = hypergradient(model, CE, batches, val, hp, mode="forward", update=update)
     rev = hypergradient(model, CE, batches, val, hp, mode="reverse", update=update)
     assert fwd["lr"].shape == (2, 2)
     assert_close(fwd, rev)
+    assert_close(hypergradient(model, CE, batches, val, hp, mode="checkpointed", segment=4,
+                               update=update), rev)
     # and it is the derivative of torch.optim.SGD with one parameter group per layer
     groups = lambda m: [list(m[0].parameters()), list(m[2].parameters())]
     assert_close(fwd, central_differences(model, batches, val, hp, groups=groups), rtol=1e-6)
@@ -175,7 +178,7 @@ def test_float32_agrees_with_float64():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"mode": "backward"}, "mode must be one of forward, reverse"),
+    ({"mode": "backward"}, "mode must be one of auto, forward, reverse, checkpointed"),
     ({"derivative": "hessian"}, "derivative must be one of jvp, hvp"),
     ({"hparams": {"lr": torch.tensor(0.1)}}, r"hparams\['lr'\].*window"),
     ({"hparams": {}}, "at least one hyperparameter"),

@@ -89,17 +89,23 @@ def central_differences(loss_of, hp, eps=1e-5):
 
 def check(hp, update, train_loss=None, optimizer="sgd", steps=6):
     model, (batches, val) = tanh_mlp(), data(steps)
-    fwd = hypergradient(model, CE, batches, val, hp, update=update, train_loss=train_loss)
-    rev = hypergradient(model, CE, batches, val, hp, mode="reverse", update=update, train_loss=train_loss)
+    kw = dict(update=update, train_loss=train_loss)
+    fwd = hypergradient(model, CE, batches, val, hp, mode="forward", **kw)
+    rev = hypergradient(model, CE, batches, val, hp, mode="reverse", **kw)
     assert {k: v.shape for k, v in fwd.items()} == {k: v.shape for k, v in hp.items()}
     assert all(v.abs().min() > 0 for v in rev.values())  # every entry influences the loss
     assert_close(fwd, rev)
-    # the reverse-over-reverse path: the same numbers (the loss's hyperparameters included)
-    hvp = hypergradient(model, CE, batches, val, hp, update=update, train_loss=train_loss,
-                        derivative="hvp")
-    assert_close(hvp, rev)
+    # the reverse-over-reverse forward path, checkpointed reverse (segments of 4: 6 = 4 + 2) and
+    # auto: the same numbers (the loss's hyperparameters included)
+    others = {"hvp": hypergradient(model, CE, batches, val, hp, mode="forward", derivative="hvp", **kw),
+              "checkpointed": hypergradient(model, CE, batches, val, hp, mode="checkpointed",
+                                            segment=4, **kw),
+              "auto": hypergradient(model, CE, batches, val, hp, **kw)}
+    for got in others.values():
+        assert_close(got, rev)
     fd = central_differences(lambda moved: torch_loop(model, batches, val, moved, optimizer), hp)
-    assert_close(fwd, fd, rtol=1e-6)
+    for got in (fwd, rev, *others.values()):
+        assert_close(got, fd, rtol=1e-6)
     return fwd
 
 
@@ -177,13 +183,47 @@ def test_a_loss_torch_cannot_differentiate_in_forward_mode_is_explained():
     model = nn.Linear(3, 1).to(D)
     batch = (torch.randn(8, 3, dtype=D), torch.randn(8, 1, dtype=D))
     with pytest.raises(RuntimeError, match=r"elementwise operations.*\(out - y\) \*\* 2"):
-        hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
+        hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
+                      mode="forward")
+    # the reverse paths differentiate the fused loss's backward in reverse mode: no such limit
+    rev = hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
+                        mode="reverse")
     # the reverse-over-reverse path never takes a forward-mode derivative of the loss
     hvp = hypergradient(model, nn.functional.mse_loss, [batch] * 2, batch,
-                        {"lr": torch.tensor([0.1])}, derivative="hvp")
+                        {"lr": torch.tensor([0.1])}, mode="forward", derivative="hvp")
+    assert_close(hvp, rev)
     elementwise = lambda out, y: ((out - y) ** 2).mean()  # noqa: E731
     assert_close(hvp, hypergradient(model, elementwise, [batch] * 2, batch,
                                     {"lr": torch.tensor([0.1])}, mode="reverse"))
-    fwd = hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])})
+    fwd = hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])}, mode="forward")
     assert_close(fwd, hypergradient(model, elementwise, [batch] * 2, batch, {"lr": torch.tensor([0.1])},
                                     mode="reverse"))
+
+
+def test_the_registry_of_kinds_drives_bounds_and_checks():
+    import subprocess
+    import sys
+
+    from tune_ext.hypergrad.kinds import BOUNDS, KINDS, kinds_of, loss_kinds
+    from tune_ext.hypergrad.outer import SignDescent
+
+    assert kinds_of("sgd") == ("lr", "momentum", "weight_decay")
+    assert kinds_of("adamw") == ("lr", "beta1", "weight_decay")
+    assert loss_kinds() == ("l2", "label_smoothing")
+    assert {k for k, v in KINDS.items() if v.per_layer} == {"lr", "weight_decay", "l2"}
+    # the outer optimisers clamp into the registry's bounds
+    opt = SignDescent({"momentum": 0.5, "label_smoothing": 0.5})
+    hp, _ = opt.step({"momentum": torch.tensor([0.9], dtype=D), "label_smoothing": torch.tensor([0.9], dtype=D)},
+                     {"momentum": torch.tensor([-1.0]), "label_smoothing": torch.tensor([-1.0])})
+    assert float(hp["momentum"]) == BOUNDS["momentum"][1] == 0.999
+    assert float(hp["label_smoothing"]) == 1.0
+    assert KINDS["momentum"].check(0.9995, "momentum") == 0.9995   # valid, though never learned
+    for kind, value, match in (("momentum", 1.0, r"\[0, 1\)"), ("lr", -1e-3, r"\[0, inf\)"),
+                               ("label_smoothing", 1.01, r"\[0, 1\]"), ("lr", "fast", "lr_3")):
+        with pytest.raises(ValueError, match=match):
+            KINDS[kind].check(value, "lr_3" if value == "fast" else kind)
+    for k in KINDS.values():  # every search range lies inside the valid values
+        assert k.low <= k.search[0] < k.search[1] and k.check(k.search[1], k.name) == k.search[1]
+    # pure: no Ray
+    code = "import sys, tune_ext.hypergrad.kinds; assert 'ray' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

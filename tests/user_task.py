@@ -67,3 +67,19 @@ def own_model_task():
 
     return sgd_task("bumps", model_fn=tiny_cnn, data={"train": signals(256, 0), "test": signals(128, 1)},
                     epochs=4, batch_size=32, n_lr_windows=2, reference=1.0, target_regret=0.05)
+
+
+def typo_task():
+    """``own_model_task`` with a misspelled key in its black-box space ("momentun")."""
+    import dataclasses
+
+    own = own_model_task()
+    return dataclasses.replace(own, space={**own.space, "momentun": tune.uniform(0.0, 0.9)})
+
+
+def gradient_typo_task():
+    """``own_model_task`` with a misspelled key in its FDSTrainable config ("lr_stpe")."""
+    import dataclasses
+
+    own = own_model_task()
+    return dataclasses.replace(own, gradient_config={**own.gradient_config, "lr_stpe": 0.1})

@@ -7,30 +7,26 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.config import TASK_KEYS, SGDSchedule, non_negative, positive_int, refuse_unknown_keys
+from trainables.config import (TASK_KEYS, Schedule, choice, flag, non_negative, positive_int,
+                               TaskConfig,
+                               refuse_unknown_keys, schedule_patterns)
 from trainables.data import use_compile_cache
+from trainables.hyperparams import training_rule
 from trainables.task import ReusableTrainable, epoch_batches, load_task, scores, trial_device
-from trainables.registry import did_you_mean
-from tune_ext.hypergrad.engine import DERIVATIVES, forward_run
-from tune_ext.hypergrad.losses import regularised, regularised_cross_entropy
+from tune_ext.hypergrad.choice import MODES
+from tune_ext.hypergrad.engine import DERIVATIVES
+from tune_ext.hypergrad.kinds import KINDS, OPTIMIZERS as INNER_OPTIMIZERS, kinds_of, loss_kinds
 from tune_ext.hypergrad.online import OnlineHypergrad
-from tune_ext.hypergrad.outer import BOUNDS, OPTIMIZERS, make_outer
+from tune_ext.hypergrad.outer import OPTIMIZERS, make_outer
+from tune_ext.hypergrad.run import inner_run
 from tune_ext.hypergrad.safeguard import Safeguard
-from tune_ext.hypergrad.updates import SGD, AdamW, layers_of
 
 METHODS = ("fds", "oho", "hd")
-OPTIMIZERS_INNER = {"sgd": ("lr", "momentum", "weight_decay"), "adamw": ("lr", "beta1", "weight_decay")}
-LOSS_HPARAMS = ("l2", "label_smoothing")  # opt-in: present when any of their keys is in the config
-ALL_HPARAMS = ("lr", "momentum", "beta1", "weight_decay", *LOSS_HPARAMS)
-PER_LAYER = ("lr", "weight_decay", "l2")  # one value per layer with per_layer=True
-DEFAULT_INIT = {"lr": 0.0, "momentum": 0.0, "beta1": 0.9, "weight_decay": 0.0, "l2": 0.0,
-                "label_smoothing": 0.0}
-DEFAULT_STEPS = {"lr": 0.1, "momentum": 0.1, "beta1": 0.05, "weight_decay": 1e-4, "l2": 1e-4,
-                 "label_smoothing": 0.02}
 
 
 SAFEGUARD_KEYS = ("backtrack", "collapse_ratio", "backtrack_shrink")  # FDS only
-FDS_KEYS = ("ensemble", *SAFEGUARD_KEYS)
+MODE_KEYS = ("hypergrad_mode", "memory_budget_gb")  # FDS only: the path of its inner runs
+FDS_KEYS = ("ensemble", *SAFEGUARD_KEYS, *MODE_KEYS)
 
 
 def _hparam_keys(h):
@@ -39,7 +35,7 @@ def _hparam_keys(h):
 
 KEYS = (*TASK_KEYS, "method", "optimizer", "per_layer", "inner_epochs", "outer_steps",
         "outer_optimizer", "clip", "hyper_every", "reset_every", "val_batch_size", "compile",
-        "derivative", "start", *FDS_KEYS, *(k for h in ALL_HPARAMS for k in _hparam_keys(h)))
+        "derivative", "start", *FDS_KEYS, *(k for h in KINDS for k in _hparam_keys(h)))
 
 
 @dataclass(frozen=True)
@@ -52,8 +48,8 @@ class HypergradConfig:
     hparams: tuple[str, ...]
     inner_epochs: tuple[int, ...]
     outer_steps: int
-    windows: dict
-    init: dict
+    windows: dict  # {kind: n_<kind>_windows as given, or None: from the start, else 1}
+    init: dict  # {kind: one starting value}; kinds in ``start`` start from its schedule instead
     steps: dict
     outer_optimizer: str
     clip: float | None
@@ -66,18 +62,23 @@ class HypergradConfig:
     collapse_ratio: float | None = None
     backtrack_shrink: float = 0.5
     ensemble: int = 1
+    start: Schedule | None = None
+    hypergrad_mode: str = "auto"
+    memory_budget: float | None = None  # bytes, for hypergrad_mode "auto"; None: from the device
 
     @classmethod
     def from_config(cls, config: dict) -> "HypergradConfig":
-        method = _choice(config, "method", METHODS, "fds")
-        optimizer = _choice(config, "optimizer", tuple(OPTIMIZERS_INNER), "sgd")
-        hparams = OPTIMIZERS_INNER[optimizer] + tuple(
-            h for h in LOSS_HPARAMS if any(k in config for k in _hparam_keys(h)))
-        for h in set(ALL_HPARAMS) - set(hparams) - set(LOSS_HPARAMS):
+        method = choice(config, "method", METHODS, "fds")
+        optimizer = choice(config, "optimizer", INNER_OPTIMIZERS, "sgd")
+        start = _start(config, optimizer)
+        hparams = kinds_of(optimizer) + tuple(
+            h for h in loss_kinds()
+            if any(k in config for k in _hparam_keys(h)) or (start and h in start.values))
+        for h in set(KINDS) - set(hparams) - set(loss_kinds()):
             for key in (k for k in _hparam_keys(h) if k in config):
                 raise ValueError(f"config[{key!r}] is for a hyperparameter of another optimizer; "
                                  f"optimizer {optimizer!r} learns {', '.join(hparams)}")
-        per_layer = _flag(config, "per_layer", False)
+        per_layer = flag(config, "per_layer", False)
         epochs = config.get("inner_epochs", 1)
         if isinstance(epochs, (list, tuple)):
             if method != "fds":
@@ -89,25 +90,18 @@ class HypergradConfig:
         else:
             epochs = (positive_int(config, "inner_epochs", 1),)
         outer_steps = positive_int(config, "outer_steps", len(epochs) if len(epochs) > 1 else 10)
-        start = _start(config, optimizer)
-        windows = {h: positive_int(config, f"n_{h}_windows", len(start.get(h, (1,)))) for h in hparams}
-        if "lr" in start and windows["lr"] != len(start["lr"]):
-            raise ValueError(f"config['start'] has {len(start['lr'])} learning-rate windows (lr_0 .. "
-                             f"lr_{len(start['lr']) - 1}) but config['n_lr_windows'] is {windows['lr']}")
-        if method != "fds" and any(n != 1 for n in windows.values()):
+        windows = {h: positive_int(config, f"n_{h}_windows") if f"n_{h}_windows" in config else None
+                   for h in hparams}
+        if method != "fds" and any(n not in (1, None) for n in windows.values()):
             raise ValueError(f"config['n_*_windows'] must be 1 for method {method!r}: online methods "
                              f"learn one value per hyperparameter (got {windows})")
-        init = {h: non_negative(config, f"{h}_init", DEFAULT_INIT[h]) for h in hparams}
-        for h in hparams:
-            lo, hi = BOUNDS[h]
-            if init[h] > hi:
-                raise ValueError(f"config['{h}_init'] must be in [{lo}, {hi}], got {init[h]}")
-        init.update(start)
-        steps = {h: non_negative(config, f"{h}_step", DEFAULT_STEPS[h]) for h in hparams}
+        init = {h: KINDS[h].check(non_negative(config, f"{h}_init", KINDS[h].init), f"{h}_init")
+                for h in hparams}
+        steps = {h: non_negative(config, f"{h}_step", KINDS[h].step) for h in hparams}
         if not any(steps.values()):
             raise ValueError(f"config[{', '.join(repr(h + '_step') for h in hparams)}] are all 0: "
                              f"give at least one a positive outer step size")
-        outer = _choice(config, "outer_optimizer", OPTIMIZERS, "sign" if method == "fds" else "sgd")
+        outer = choice(config, "outer_optimizer", OPTIMIZERS, "sign" if method == "fds" else "sgd")
         clip = config.get("clip", 1.0)
         if clip is not None:
             clip = non_negative(config, "clip", 1.0)
@@ -124,36 +118,45 @@ class HypergradConfig:
             reset_every = positive_int(config, "reset_every")
         return cls(method, optimizer, per_layer, hparams, epochs, outer_steps, windows, init, steps,
                    outer, clip, positive_int(config, "hyper_every", 10), reset_every, val_bs,
-                   _flag(config, "compile", False), _choice(config, "derivative", DERIVATIVES, "jvp"),
-                   *_safeguard(config, method), _ensemble(config, method))
+                   flag(config, "compile", False), choice(config, "derivative", DERIVATIVES, "jvp"),
+                   *_safeguard(config, method), _ensemble(config, method), start,
+                   *_modes(config, method))
+
+    def shapes(self, layers) -> dict:
+        """The starting hyperparameters' shapes ``{kind: (windows,) or (windows, layers)}``;
+        layers: ``kind -> values per window`` (None: one). Windows: ``n_<kind>_windows``, else the
+        start's, else 1; for the online methods always 1."""
+        out = {}
+        for h in self.hparams:
+            n = self.windows[h]
+            if n is None and self.start is not None and h in self.start.values:
+                n = self.start.windows(h, layers(h) or 1)
+            if self.method != "fds" and n not in (1, None):
+                raise ValueError(f"config['start'] has {n} {KINDS[h].label} windows; method "
+                                 f"{self.method!r} learns one value per hyperparameter: give one "
+                                 f"({h!r} or {h}_0)")
+            out[h] = (n or 1,) + (() if layers(h) is None else (layers(h),))
+        return out
 
 
-START_KEYS = ("momentum", "weight_decay")  # and lr_0 .. lr_{k-1}: SupervisedTrainable's schedule
-
-
-def _start(config, optimizer) -> dict:
-    """``config["start"]``, an SGD schedule in SupervisedTrainable's keys, as starting values:
-    ``{"lr": (one per window), "momentum": (v,), "weight_decay": (v,)}`` ({} without it)."""
+def _start(config, optimizer) -> Schedule | None:
+    """``config["start"]``: a schedule in the keys ``SupervisedTrainable`` takes and this trainable
+    reports (``lr_0 ..``, ``momentum``, ...; any kinds of ``optimizer`` and the loss kinds), as the
+    starting values; None without it."""
     start = config.get("start")
     if start is None:
-        return {}
-    if optimizer != "sgd":
-        raise ValueError(f"config['start'] is an SGD schedule (lr_0 .., momentum, weight_decay); "
-                         f"optimizer {optimizer!r} starts from its <h>_init keys")
+        return None
+    kinds = kinds_of(optimizer) + loss_kinds()
     if not isinstance(start, dict):
         raise ValueError(f"config['start'] must be a dict like {{'lr_0': 0.1, 'momentum': 0.9, "
                          f"'weight_decay': 5e-4}}, got {start!r}")
-    refuse_unknown_keys(start, START_KEYS, "FDSTrainable's config['start']", patterns=(r"lr_\d+",))
-    for h in ("lr", *START_KEYS):
+    refuse_unknown_keys(start, kinds, "FDSTrainable's config['start']", patterns=schedule_patterns(kinds))
+    schedule = Schedule.from_config(start, kinds, owner="config['start']")
+    for h in schedule.values:
         if f"{h}_init" in config:
             raise ValueError(f"config['start'] and config['{h}_init'] both give the starting {h}: "
                              f"drop one")
-    schedule = SGDSchedule.from_config(start)
-    if schedule.momentum > BOUNDS["momentum"][1]:
-        raise ValueError(f"config['start']['momentum'] must be <= {BOUNDS['momentum'][1]}, got "
-                         f"{schedule.momentum}")
-    return {"lr": schedule.lrs, "momentum": (schedule.momentum,),
-            "weight_decay": (schedule.weight_decay,)}
+    return schedule
 
 
 def _safeguard(config, method):
@@ -173,7 +176,7 @@ def _safeguard(config, method):
             Safeguard(*args)
         except ValueError as e:
             raise ValueError(f"config[{key!r}]: {e}") from None
-    return _flag(config, "backtrack", True), ratio, shrink
+    return flag(config, "backtrack", True), ratio, shrink
 
 
 def _ensemble(config, method) -> int:
@@ -184,19 +187,24 @@ def _ensemble(config, method) -> int:
     return positive_int(config, "ensemble", 1)
 
 
-def _choice(config, key, choices, default):
-    value = config.get(key, default)
-    if value not in choices:
-        raise ValueError(f"config[{key!r}] must be one of {', '.join(choices)}; got {value!r}"
-                         f"{did_you_mean(value, choices)}")
-    return value
-
-
-def _flag(config, key, default):
-    value = config.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"config[{key!r}] must be True or False, got {value!r}")
-    return value
+def _modes(config, method) -> tuple[str, float | None]:
+    """``hypergrad_mode`` ["auto"] and ``memory_budget_gb`` [None]: how FDS's inner runs are
+    differentiated (``tune_ext.hypergrad.run.inner_run``); the budget in bytes."""
+    if method != "fds":
+        for key in (k for k in MODE_KEYS if k in config):
+            raise ValueError(f"config[{key!r}] chooses how FDS's inner runs are differentiated; "
+                             f"method {method!r} is online and always forward mode")
+        return "forward", None
+    mode = choice(config, "hypergrad_mode", MODES, "auto")
+    budget = config.get("memory_budget_gb")
+    if budget is None:
+        return mode, None
+    if mode != "auto":
+        raise ValueError(f"config['memory_budget_gb'] is the budget hypergrad_mode 'auto' chooses a "
+                         f"path within; hypergrad_mode is {mode!r}: drop one")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"config['memory_budget_gb'] must be a number > 0 (GiB), got {budget!r}")
+    return mode, float(budget) * 2 ** 30
 
 
 class IndexedBatches:
@@ -225,12 +233,14 @@ class FDSTrainable(ReusableTrainable):
     the length of each inner run, a number or a list with one entry per outer step (the last one
     repeats); for the online methods the length of the run; ``outer_steps`` [len(list) or 10]
     ("fds" only); ``n_lr_windows``, ``n_momentum_windows``, ``n_weight_decay_windows`` [1];
-    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0], or ``start``: a schedule in
-    ``SupervisedTrainable``'s keys (``{"lr_0": .., "lr_1": .., "momentum": .., "weight_decay": ..}``,
-    SGD only) to start from, one learning rate per window (``n_lr_windows`` defaults to their
-    number), so a black-box searcher can choose FDS's starting point in the black-box search space;
+    ``lr_init``, ``momentum_init``, ``weight_decay_init`` [0], or ``start``: a schedule in the
+    keys ``SupervisedTrainable`` takes and this trainable reports (``{"lr_0": .., "lr_1": ..,
+    "momentum": .., "weight_decay": ..}``: per kind ``<h>_0 ..`` one entry per window, window-major
+    per layer, or a bare ``<h>`` for one value) to start from (``n_<h>_windows`` defaults to its
+    windows), so a black-box searcher can choose the starting point in the black-box search space;
     outer step sizes ``lr_step`` [0.1], ``momentum_step`` [0.1], ``weight_decay_step`` [1e-4] (0
-    freezes that hyperparameter);
+    freezes that hyperparameter); defaults, bounds and per-layer kinds come from the registry
+    ``tune_ext.hypergrad.kinds``;
     ``outer_optimizer`` ["sign" for fds, "sgd" online] | "adam"; ``clip`` [1.0, None = off; not used
     by "sign"]; ``hyper_every`` [10] (OHO's k); ``reset_every`` [None] (OHO's tau: zero the
     influence every tau steps; 1 is the greedy limit); ``val_batch_size`` [batch_size] (OHO);
@@ -239,6 +249,12 @@ class FDSTrainable(ReusableTrainable):
     under ``$TUNE_EXT_CACHE/torchinductor``, see ``trainables.data.use_compile_cache``);
     ``derivative`` ["jvp"] | "hvp": how each step's tangent is formed (``hypergrad.engine.Trainer``:
     the same hypergradients by forward-over-reverse or reverse-over-reverse second derivatives).
+
+    ``hypergrad_mode`` ["auto"] | "forward" | "reverse" | "checkpointed" ("fds" only;
+    ``tune_ext.hypergrad.run.inner_run``): how each inner run is differentiated, all exact and
+    equal; "auto" takes the cheapest path whose estimated memory fits ``memory_budget_gb`` [half
+    the device's free memory] and every result reports the path taken (``hypergrad_mode``;
+    "forward" for the online methods). ``derivative`` applies to forward mode only.
 
     ``ensemble`` [1] ("fds" only): inner runs per outer step, each from its own seed (initial
     weights and batch order; run i is the run of this trial with ``seed + i``); the outer update
@@ -290,8 +306,16 @@ class FDSTrainable(ReusableTrainable):
                          "lr_init": 0.0, "lr_step": 0.1, "outer_steps": 5})
     """
 
-    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+    @classmethod
+    def check_config(cls, config, model_fn=None, data=None, loss_fn=None) -> None:
+        """ValueError for what ``setup`` would refuse in ``config``, without loading data or
+        building the model (the benchmark harness calls it in the driver, before any trial)."""
         refuse_unknown_keys(config, KEYS, "FDSTrainable", aliases={"learning_rate": "lr_init", "lr": "lr_init"})
+        HypergradConfig.from_config(config)
+        TaskConfig.from_config(config, own_data=data is not None, own_model=model_fn is not None)
+
+    def setup(self, config, model_fn=None, data=None, loss_fn=None):
+        self.check_config(config, model_fn, data, loss_fn)
         self.hc = hc = HypergradConfig.from_config(config)
         if hc.compile:  # one compilation per machine: every trial process shares the kernels
             use_compile_cache()
@@ -311,24 +335,16 @@ class FDSTrainable(ReusableTrainable):
     def _engine_parts(self, own_loss) -> dict:
         """The update rule and training loss the config asks for, and the starting hyperparameters."""
         hc = self.hc
-        layer_of = layers_of(self.model) if hc.per_layer else None
-        n_layers = len(set(layer_of.values())) if layer_of else 1
-        update = (SGD if hc.optimizer == "sgd" else AdamW)(layer_of)
-        train_loss = None
-        if "label_smoothing" in hc.hparams:
-            if own_loss is not None or not self.data.classification:
-                raise ValueError("config['label_smoothing_*'] needs the default cross-entropy loss "
-                                 "(class labels, no loss_fn)")
-            train_loss = regularised_cross_entropy(layer_of)
-        elif "l2" in hc.hparams:
-            train_loss = regularised(self.parts.loss_fn, layer_of)
-        dtype = next(self.model.parameters()).dtype
+        rule = training_rule(self.model, hc.optimizer, hc.per_layer, hc.hparams, own_loss is not None,
+                             self.data.classification, self.parts.loss_fn)
+        like = next(self.model.parameters())
         hparams = {}
-        for h in hc.hparams:  # one starting value for all windows, or one per window ("start")
-            shape = (hc.windows[h],) + ((n_layers,) if hc.per_layer and h in PER_LAYER else ())
-            value = torch.as_tensor(hc.init[h], dtype=dtype, device=self.device)
-            hparams[h] = value.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
-        return {"update": update, "train_loss": train_loss, "hparams": hparams}
+        for h, shape in hc.shapes(rule.layers).items():  # the start's schedule, or one value for all
+            if hc.start is not None and h in hc.start.values:
+                hparams[h] = hc.start.tensor(h, shape[0], rule.layers(h), like)
+            else:
+                hparams[h] = torch.full(shape, hc.init[h], dtype=like.dtype, device=like.device)
+        return {"update": rule.update, "train_loss": rule.train_loss, "hparams": hparams}
 
     def epoch_batches(self, shuffle: torch.Generator | None = None):
         """One epoch's minibatch indices, drawn from ``shuffle`` (default: the trial's own)."""
@@ -418,7 +434,8 @@ class FDSOuterSteps:
         return {**_flat(used), "outer_step": tr.done_steps + 1, "inner_epochs": epochs,
                 "inner_steps": sum(r.steps for r in runs), "hypergrad_nonfinite": nonfinite,
                 "inner_lost": self.guard.reason if lost else None,
-                "n_backtracks": self.guard.backtracks if self.guard is not None else 0}
+                "n_backtracks": self.guard.backtracks if self.guard is not None else 0,
+                "hypergrad_mode": run.mode}
 
     def _inner_run(self, model, shuffle, epochs, hparams, judge):
         """One inner run of ``epochs`` from ``model``'s weights, batches drawn from ``shuffle``;
@@ -430,9 +447,10 @@ class FDSOuterSteps:
         if judge is not None:  # checked at every epoch end (fractions of the run)
             watch = {"watch": lambda step, loss: judge(step / len(batches), loss),
                      "watch_every": len(indices) // epochs}
-        return forward_run(model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), hparams,
-                           update=tr.engine["update"], train_loss=tr.engine["train_loss"],
-                           compile=hc.compile, derivative=hc.derivative, **watch)
+        return inner_run(model, tr.parts.loss_fn, batches, (tr.data.x_val, tr.data.y_val), hparams,
+                         mode=hc.hypergrad_mode, memory_budget=hc.memory_budget,
+                         update=tr.engine["update"], train_loss=tr.engine["train_loss"],
+                         compile=hc.compile, derivative=hc.derivative, **watch)
 
     def state_dict(self) -> dict:
         return {"hparams": self.hparams, "ended": self.ended,
@@ -478,7 +496,7 @@ class OnlineEpochs:
                 tr.hypergrads = info["hypergrads"]
         self.online.load_into(tr.eval_model)
         return {**_flat(self.online.hparams), "epoch": tr.done_steps + 1, "outer_updates": updates,
-                "hypergrad_nonfinite": nonfinite}
+                "hypergrad_nonfinite": nonfinite, "hypergrad_mode": "forward"}
 
     def state_dict(self) -> dict:
         return self.online.state_dict()

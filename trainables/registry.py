@@ -8,14 +8,9 @@ for one-off objects pass them to the trainable with ``tune.with_parameters`` ins
 """
 from __future__ import annotations
 
-import difflib
-from typing import Callable, Iterable
+from typing import Callable
 
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word``, else ``""``."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+from tune_ext.validate import did_you_mean
 
 
 class Registry(dict):

@@ -33,13 +33,14 @@ def placement(device: torch.device | None) -> dict:
     those the process sees (``visible_gpus``: CUDA_VISIBLE_DEVICES, which Ray sets)."""
     import ray
 
-    # only in a Ray worker: a trainable built in a driver or without Ray (tests) must neither
-    # start nor join a Ray, and has no resources assigned
-    in_worker = ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-    ids = ray.get_gpu_ids() if in_worker else []
-    assigned = ray.get_runtime_context().get_assigned_resources() if in_worker else {}
+    # only a Ray worker (a trial's actor) has assigned resources; a trainable used directly, also
+    # in a driver that started Ray, has none
+    context = ray.get_runtime_context() if ray.is_initialized() else None
+    in_worker = context is not None and context.get_actor_id() is not None
+    assigned = context.get_assigned_resources() if in_worker else {}
     return {"device": "" if device is None else device.type,
-            "gpu_ids": ",".join(str(i) for i in ids), "gpu_fraction": float(assigned.get("GPU", 0.0)),
+            "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()) if in_worker else "",
+            "gpu_fraction": float(assigned.get("GPU", 0.0)),
             "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 

@@ -36,6 +36,11 @@ def _fail(message: str):
     sys.exit(2)
 
 
+def plain(doc: str) -> str:
+    """A docstring as --help shows it: without reStructuredText's literal markers (````x````)."""
+    return doc.replace("``", "")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, as for every other bad input
         _fail(message)
@@ -78,7 +83,7 @@ def benchmark_parser():
 
 def prepare(args):
     """Task, methods, seeds and budget from the arguments; UsageError for anything wrong."""
-    from tune_ext.benchmark.methods import METHODS, QUICK_METHODS, get_methods
+    from tune_ext.benchmark.methods import METHODS, QUICK_METHODS, check_trial_config, get_methods
     from tune_ext.benchmark.runner import Budget, check_output_dir
     from tune_ext.benchmark.tasks import DEFAULT_TASK, get_task
 
@@ -98,6 +103,7 @@ def prepare(args):
         methods = get_methods([n.strip() for n in names if n.strip()])
         for m in methods:
             m.check(task)
+            check_trial_config(m, task)
         budget = Budget(seconds=args.budget_s if args.budget_s is not None else
                         (QUICK_BUDGET_S if args.quick else task.default_budget_s),
                         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
@@ -183,7 +189,7 @@ def plot_main(argv=None):
     from tune_ext.benchmark.curves import load_curves
     from tune_ext.benchmark.summary import write_plots
 
-    p = _Parser(prog="tune-ext-plot", description=plot_main.__doc__)
+    p = _Parser(prog="tune-ext-plot", description=plain(plot_main.__doc__))
     p.add_argument("out", help="a benchmark output folder")
     args = p.parse_args(argv)
     try:
@@ -193,5 +199,7 @@ def plot_main(argv=None):
         curves = load_curves(csv_path) if os.path.exists(csv_path) else {}
     except (OSError, ValueError) as exc:
         _fail(f"cannot read the benchmark output in {args.out!r}: {exc}")
+    print(f"drawing {args.out}/regret.png and ranks.png ({len(summary.get('methods', {}))} methods)",
+          flush=True)
     write_plots(summary, curves, args.out)
     print(f"wrote {args.out}/regret.png and ranks.png")

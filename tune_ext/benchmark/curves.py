@@ -110,12 +110,24 @@ def _median_band(curves_by_seed, grid, floor):
 def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_regret: float,
                 reference: float, order=None, best=None, title: str = "", floor: float = 1e-3):
     """Small multiples by family (median and IQR over seeds, log regret, shared axes) and a last
-    panel overlaying each family's best method (``best``: {family: method})."""
+    panel overlaying each family's best method (``best``: {family: method}), as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = regret_figure(curves, families, budget_s, target_regret, reference, order, best, title,
+                        floor)
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
+def regret_figure(curves, families: dict, budget_s: float, target_regret: float, reference: float,
+                  order=None, best=None, title: str = "", floor: float = 1e-3):
+    """``plot_regret``'s figure (a matplotlib Figure on the Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     grid = np.linspace(0.0, budget_s, 400)
     present = [f for f in (*FAMILY_ORDER, "other") if any(families.get(m, "other") == f for m in curves)]
@@ -140,6 +152,10 @@ def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_r
         ax.axhline(target_regret, color="k", linestyle=":", linewidth=1)
         ax.set_title(name, fontsize=10)
         ax.set_xlim(0, budget_s)
+        # few, short time labels ("20", not "20.0"): side by side, one panel's last label and the
+        # next panel's first must not run into each other
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
@@ -153,9 +169,8 @@ def plot_regret(curves, families: dict, png_path: str, budget_s: float, target_r
         ax.set_ylabel(f"regret (floor {floor:g})")
     fig.suptitle(title or f"regret vs reference {reference:.4f}; dotted: target {target_regret:g}",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    fig.tight_layout(w_pad=2.0)
+    return fig
 
 
 def plot_ranks(ranks: dict, grid, png_path: str, order=None, title: str = ""):

@@ -35,6 +35,35 @@ class Method:
                              f"(as sgd_task makes it); task {task.name!r} has no such space")
 
 
+def check_trial_config(method: Method, task: Task) -> None:
+    """ValueError, in the driver and before any trial starts, for a configuration that
+    ``method``'s trainable would refuse in every trial (a misspelled key, a missing ``lr_0``, ...).
+
+    Checks one configuration drawn from the method's space (fixed seed), with the trainable's own
+    ``check_config`` (``SupervisedTrainable``, ``FDSTrainable``); a trainable without one (a
+    function of your own) is not checked here. Inside Ray the same error would come back from
+    every trial wrapped in Ray's errors; here it is one message naming the method.
+    """
+    import dataclasses
+
+    import numpy as np
+    from ray.tune.search.variant_generator import generate_variants
+
+    own = dict(task.trainable_kwargs or {})
+    # the bare trainable: with trainable_kwargs, runnable() would put them into Ray's object store
+    kwargs = method.build(dataclasses.replace(task, trainable_kwargs=None), 0)
+    trainable = kwargs["run_or_experiment"]
+    check = getattr(trainable, "check_config", None)
+    if check is None:
+        return
+    _, spec = next(generate_variants({"config": kwargs.get("config") or {}},
+                                     random_state=np.random.RandomState(0)))
+    try:
+        check(spec["config"], **{k: own[k] for k in ("model_fn", "data", "loss_fn") if k in own})
+    except ValueError as exc:
+        raise ValueError(f"method {method.name!r} on task {task.name!r}: {exc}") from None
+
+
 def _black_box(search_alg=None, scheduler=None):
     def build(task: Task, seed: int) -> dict:
         return {"run_or_experiment": task.runnable(),
@@ -46,19 +75,21 @@ def _black_box(search_alg=None, scheduler=None):
 
 
 def _gradient(method: str, spread_starts: bool = True):
-    """FDSTrainable trials with ``gradient_config``; for "fds" with ``spread_starts``, each
-    concurrent chain starts from its own point of the task's space (``fds_starts``), else every
-    chain starts from the paper's point and only the seeds differ."""
+    """FDSTrainable trials with ``gradient_config``; with ``spread_starts``, consecutive and
+    concurrent trials each start from their own point of the task's space (``fds_starts``: random
+    search over the starting schedule, the paper's point first; for HD and OHO over one value of
+    each kind, as the FDS paper's appendix C random-searches HD's initial values), else every
+    trial starts from the paper's point and only the seeds differ."""
     def build(task: Task, seed: int) -> dict:
         from ray import tune
 
         from trainables import FDSTrainable
 
         config = {**gradient_config(task, method), "seed": tune.randint(0, 2**31 - 1)}
-        starts = fds_starts(task) if method == "fds" and spread_starts else None
+        starts = fds_starts(task, online=method != "fds") if spread_starts else None
         if starts is None:
             search_alg = _random_variants(seed)
-        else:  # every concurrent FDS chain from its own point of the space, the paper's first
+        else:  # every trial from its own point of the space, the paper's first
             space, first = starts
             config = {**_without_inits(config), "start": space}
             search_alg = _ours_random(seed, points_to_evaluate=[{"start": first}])
@@ -68,24 +99,40 @@ def _gradient(method: str, spread_starts: bool = True):
 
 
 def _without_inits(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in ("lr_init", "momentum_init", "weight_decay_init")}
+    return {k: v for k, v in config.items() if not k.endswith("_init")}
 
 
-def fds_starts(task: Task):
-    """Where FDS trials start: the task's black-box schedule space (``lr_0 ..``, ``momentum``,
-    ``weight_decay``, as FDSTrainable's ``start``) and the FDS paper's starting point in it (lr and
-    weight decay at the space's lower ends, about 0; momentum 0.5, clipped into its range); None
-    when the task's space does not hold that schedule (its trials then all start at the paper's)."""
+# the FDS paper's starting point (lr and weight decay 0, momentum 0.5); other kinds at their
+# registry default; clipped into the task's search ranges
+PAPER_START = {"lr": 0.0, "momentum": 0.5, "weight_decay": 0.0}
+
+
+def fds_starts(task: Task, online: bool = False):
+    """Where gradient trials start: the task's black-box schedule space (its keys of every
+    hyperparameter kind, ``lr_0 ..``, ``momentum``, ..., as FDSTrainable's ``start``) and the FDS
+    paper's starting point in it (lr and weight decay at the space's lower ends, about 0;
+    momentum 0.5, clipped into its range). online: for HD and OHO, which learn one value of each
+    kind (per layer with ``per_layer``), the space of the first window's keys. None when the
+    task's space does not search lr, momentum and weight decay (its trials then all start at
+    the paper's point)."""
     from ray.tune.search.sample import Domain
 
-    keys = [f"lr_{i}" for i in range(task.n_lr_windows)] + ["momentum", "weight_decay"]
-    if not task.n_lr_windows or any(k not in task.space for k in keys):
+    from tune_ext.hypergrad.kinds import KINDS, kind_of
+
+    schedule = {k: v for k, v in task.space.items() if kind_of(k) and isinstance(v, Domain)}
+    kinds = {kind_of(k) for k in schedule}
+    if not {"lr", "momentum", "weight_decay"} <= kinds:
         return None
-    space = {k: task.space[k] for k in keys}
-    paper = {**{f"lr_{i}": 0.0 for i in range(task.n_lr_windows)}, "momentum": 0.5, "weight_decay": 0.0}
-    first = {k: min(max(paper[k], v.lower), v.upper) for k, v in space.items()
-             if isinstance(v, Domain) and hasattr(v, "lower")}
-    return space, first
+    if online:
+        keep = {}
+        for kind in kinds:
+            keys = [k for k in schedule if kind_of(k) == kind]
+            windows = (task.gradient_config or {}).get(f"n_{kind}_windows", 1)
+            keep.update({k: schedule[k] for k in keys[:max(1, len(keys) // windows)]})
+        schedule = {k: v for k, v in schedule.items() if k in keep}
+    first = {k: min(max(PAPER_START.get(kind_of(k), KINDS[kind_of(k)].init), v.lower), v.upper)
+             for k, v in schedule.items() if hasattr(v, "lower")}
+    return schedule, first
 
 
 def _hybrid(search_alg):
@@ -115,24 +162,34 @@ def hybrid_max_t(task: Task) -> int:
     return len(gradient_config(task, "fds")["inner_epochs"]) + 2
 
 
+# hyper-step sizes of the online methods: plain SGD on the raw hypergradient (clip None), one
+# step size for lr, momentum and weight decay; measured by scripts/online_step_sizes.py
+# (docs/gradient-hpo.md), in the range of Baydin et al. 2018 (HD) and Im, Savin & Cho 2021 (OHO)
+ONLINE_STEPS = {"hd": 1e-4, "oho": 1e-5}
+
+
 def gradient_config(task: Task, method: str) -> dict:
     """FDSTrainable config for ``task``, from lr = 0 and weight decay = 0 as in the FDS paper.
 
-    "fds" learns as many learning-rate windows as the black-box space has, plus one momentum and
-    one weight decay, from short warm-up inner runs, then the whole horizon (``horizon_ladder``:
-    cheaper early outer steps; windows are fractions of the run, so the schedule stretches); the
-    outer steps go on until the budget ends. "oho" and "hd" train one run of the task's
-    horizon, learning one value of each hyperparameter online. (The harness's "fds" method then
-    replaces the starting values by a ``start`` per trial, see ``fds_starts``.)
+    "fds" learns the task's schedule (``n_<kind>_windows`` of every kind in its space: the same
+    keys the black-box methods search) from short warm-up inner runs, then the whole horizon
+    (``horizon_ladder``: cheaper early outer steps; windows are fractions of the run, so the
+    schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one
+    run of the task's horizon, learning one value of each kind online (per layer on a per-layer
+    task), with plain SGD on the raw hypergradient at ``ONLINE_STEPS[method]``. (The harness's
+    methods then replace the starting values by a ``start`` per trial, see ``fds_starts``.)
     """
     METHODS[method].check(task)
     cfg = dict(task.gradient_config)
     cfg.update(method=method, lr_init=0.0, momentum_init=0.5, weight_decay_init=0.0)
     if method == "fds":
-        cfg.update(inner_epochs=horizon_ladder(task.max_t), outer_steps=UNLIMITED,
-                   n_lr_windows=task.n_lr_windows)
+        cfg.setdefault("n_lr_windows", task.n_lr_windows)
+        cfg.update(inner_epochs=horizon_ladder(task.max_t), outer_steps=UNLIMITED)
     else:
-        cfg.update(inner_epochs=task.max_t)
+        cfg = {k: v for k, v in cfg.items() if not (k.startswith("n_") and k.endswith("_windows"))}
+        step = ONLINE_STEPS[method]
+        cfg.update(inner_epochs=task.max_t, outer_optimizer="sgd", clip=None, lr_step=step,
+                   momentum_step=step, weight_decay_step=step)
     return cfg
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 from ray.tune import Callback, Stopper
 
-MODES = ("min", "max")
+from tune_ext.validate import min_or_max
 
 
 class IncumbentTracker:
@@ -23,8 +23,7 @@ class IncumbentTracker:
 
     def __init__(self, reference: float, metric: str = "val_acc", mode: str = "max",
                  test_metric: str = "test_acc"):
-        if mode not in MODES:
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        min_or_max("mode", mode)
         self.reference, self.metric, self.mode, self.test_metric = reference, metric, mode, test_metric
         self.val_score: Optional[float] = None
         self.test_score: Optional[float] = None

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from tune_ext.benchmark.budget import Budget
 from tune_ext.benchmark.cluster import check_local_gpus, placement_line, ray_for, runs_at_once
 from tune_ext.benchmark.curves import write_run
-from tune_ext.benchmark.methods import METHODS, Method
+from tune_ext.benchmark.methods import METHODS, Method, check_trial_config
 from tune_ext.benchmark.record import RunRecord
 from tune_ext.benchmark.regret import BudgetStopper, IncumbentTracker, RegretCallback
 from tune_ext.benchmark.summary import run_curves, summarize_runs, write_outputs
@@ -125,6 +125,7 @@ def _check_inputs(task, methods, seeds, budget, out_dir, options) -> float:
         raise ValueError("no methods given")
     for method in methods:
         method.check(task)
+        check_trial_config(method, task)  # a config every trial would refuse: once, before Ray
     reference = task.reference_value()  # refuse before starting anything
     check_output_dir(out_dir)
     check_local_gpus(budget, options.address)

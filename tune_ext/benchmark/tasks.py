@@ -9,13 +9,15 @@ range); they also carry the ``FDSTrainable`` config that the gradient-based meth
 from __future__ import annotations
 
 import importlib
-import math
-from dataclasses import dataclass, field
+import os
+import sys
+import traceback
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from tune_ext.benchmark.reference import load_reference, packaged_reference, sgd_grid
-
-MODES = ("min", "max")
+from tune_ext.validate import finite_number as check_finite
+from tune_ext.validate import int_at_least, is_finite_number, min_or_max, non_negative, positive
 
 
 @dataclass(frozen=True)
@@ -94,21 +96,15 @@ class Task:
         if not isinstance(self.space, dict):
             raise ValueError(f"Task {self.name!r}: space must be a dict of Ray Tune domains, "
                              f"got {type(self.space).__name__}")
-        if isinstance(self.max_t, bool) or not isinstance(self.max_t, int) or self.max_t < 1:
-            raise ValueError(f"Task {self.name!r}: max_t must be an int >= 1, got {self.max_t!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"Task {self.name!r}: mode must be one of {MODES}, got {self.mode!r}")
+        int_at_least(f"Task {self.name!r}: max_t", self.max_t, 1)
+        min_or_max(f"Task {self.name!r}: mode", self.mode)
         for key in ("metric", "test_metric"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"Task {self.name!r}: {key} must be a non-empty string")
-        if self.reference is not None and not finite_number(self.reference):
-            raise ValueError(f"Task {self.name!r}: reference must be a finite number, got "
-                             f"{self.reference!r}")
-        if not finite_number(self.target_regret) or self.target_regret < 0:
-            raise ValueError(f"Task {self.name!r}: target_regret must be finite and >= 0, got "
-                             f"{self.target_regret!r}")
-        if not finite_number(self.default_budget_s) or self.default_budget_s <= 0:
-            raise ValueError(f"Task {self.name!r}: default_budget_s must be finite and > 0")
+        if self.reference is not None:
+            check_finite(f"Task {self.name!r}: reference", self.reference)
+        non_negative(f"Task {self.name!r}: target_regret", self.target_regret)
+        positive(f"Task {self.name!r}: default_budget_s", self.default_budget_s)
         object.__setattr__(self, "reference_grid", tuple(dict(c) for c in self.reference_grid))
 
     def runnable(self, trainable=None):
@@ -120,11 +116,6 @@ class Task:
         from ray import tune
 
         return tune.with_parameters(trainable, **self.trainable_kwargs)
-
-    @property
-    def epochs(self) -> int:
-        """The horizon (``max_t``); built-in tasks train one epoch per iteration."""
-        return self.max_t
 
     def search_space(self) -> dict:
         """The one search space every black-box method samples."""
@@ -142,30 +133,38 @@ class Task:
         return float(load_reference(self)["reference"])
 
 
-def finite_number(x) -> bool:
-    """A real number (not a bool), neither NaN nor infinite."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+finite_number = is_finite_number  # the predicate, for runner.py (tune_ext.validate has it)
 
 
 def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = None,
              epochs: int = 20, batch_size: int = 64, *, model_fn: Optional[Callable] = None,
              data=None, loss_fn: Optional[Callable] = None, n_lr_windows: int = 3,
-             lr_range=(1e-3, 1.0), momentum_range=(0.0, 0.99), weight_decay_range=(1e-6, 1e-2),
+             lr_range=None, momentum_range=None, weight_decay_range=None,
+             windows: Optional[dict] = None, per_layer: bool = False, n_layers: Optional[int] = None,
              model_kwargs: Optional[dict] = None, extra_space: Optional[dict] = None,
              **task_kwargs) -> Task:
     """A task that trains a model with SGD, searched over the SGD schedule: a built-in ``dataset``
     and ``model`` by name, or your own ``model_fn`` (``config -> nn.Module``), ``data`` (``{"train",
     "val", "test"}``) and optional ``loss_fn``, as the trainables take them.
 
-    Black-box methods run ``SupervisedTrainable`` over ``lr_0 .. lr_{k-1}`` (loguniform in
-    ``lr_range``), ``momentum`` (uniform) and ``weight_decay`` (loguniform); the gradient methods
-    learn the same windows with ``FDSTrainable``. The reference grid is the FDS paper's Appendix F
-    one (``reference.SGD_GRID``). ``extra_space``: see ``Task`` (domains over the trainables'
-    config keys, e.g. ``batch_size``, ``model_kwargs``).
+    The schedule: ``windows`` maps each hyperparameter kind (``tune_ext.hypergrad.kinds``) to its
+    number of windows, default ``{"lr": n_lr_windows, "momentum": 1, "weight_decay": 1}``; with
+    ``per_layer`` the per-layer kinds (lr, weight decay) hold one value per layer of the model's
+    ``n_layers`` (required then) in each window. The search space is built from the registry:
+    each entry over its kind's wide search range (``lr_range`` etc. override the lr, momentum and
+    weight decay ones), log-uniform or uniform as the kind says, in the keys both trainables
+    share (``lr_0 ..``; a kind with one entry by its bare name, ``momentum``, except the
+    learning rate: ``lr_0``). Black-box methods run ``SupervisedTrainable`` over it; the gradient
+    methods learn the same keys with ``FDSTrainable`` (``gradient_config``). The reference grid is
+    the FDS paper's Appendix F one (``reference.SGD_GRID``, 3 learning-rate windows), mapped
+    exactly onto this schedule (``refine_schedule``): every kind's windows must then be a multiple
+    of the grid's (3 for lr, any for the others). ``extra_space``: see ``Task`` (domains over the
+    trainables' config keys, e.g. ``batch_size``, ``model_kwargs``).
     """
     from ray import tune
 
     from trainables import SupervisedTrainable
+    from tune_ext.hypergrad.kinds import KINDS, entries, kinds_of
 
     own = {k: v for k, v in (("model_fn", model_fn), ("data", data), ("loss_fn", loss_fn)) if v is not None}
     if own and (dataset or model):
@@ -176,6 +175,16 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
                          f"model_fn= and data= (your own)")
     if own and not (model_fn and data is not None):
         raise ValueError(f"sgd_task {name!r}: your own model needs both model_fn= and data=")
+    windows = dict(windows or {"lr": n_lr_windows, "momentum": 1, "weight_decay": 1})
+    if set(windows) != set(kinds_of("sgd")):
+        raise ValueError(f"sgd_task {name!r}: windows must give the windows of each of SGD's kinds "
+                         f"lr, momentum and weight_decay, got {sorted(windows)}")
+    for kind, n in windows.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sgd_task {name!r}: windows[{kind!r}] must be an int >= 1, got {n!r}")
+    if per_layer and not (isinstance(n_layers, int) and n_layers >= 1):
+        raise ValueError(f"sgd_task {name!r}: per_layer=True needs n_layers= (the model's layers: "
+                         f"modules owning parameters, tune_ext.hypergrad.layers_of), got {n_layers!r}")
     fixed = {"epochs": epochs, "batch_size": batch_size}
     if not own:
         fixed.update(dataset=dataset, model=model)
@@ -183,18 +192,67 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
         task_kwargs["trainable_kwargs"] = own
     if model_kwargs:
         fixed["model_kwargs"] = dict(model_kwargs)
-    space = {**fixed, **{f"lr_{i}": tune.loguniform(*lr_range) for i in range(n_lr_windows)},
-             "momentum": tune.uniform(*momentum_range),
-             "weight_decay": tune.loguniform(*weight_decay_range)}
+    if per_layer:
+        fixed["per_layer"] = True
+    ranges = {"lr": lr_range, "momentum": momentum_range, "weight_decay": weight_decay_range}
+    schedule = {}
+    for kind, n in windows.items():
+        spec = KINDS[kind]
+        domain = tune.loguniform if spec.log else tune.uniform
+        for key in schedule_keys(kind, entries(kind, n, per_layer, n_layers or 1)):
+            schedule[key] = domain(*(ranges.get(kind) or spec.search))
+    space = {**fixed, **schedule}
     gradient = {k: v for k, v in fixed.items() if k != "epochs"}
+    gradient.update({f"n_{kind}_windows": n for kind, n in windows.items()})
+    grid = [refine_schedule(c, windows, per_layer, n_layers or 1) for c in sgd_grid(3)]
     return Task(name=name, trainable=SupervisedTrainable, space=space, max_t=epochs,
-                reference_grid=tuple({**fixed, **c} for c in sgd_grid(n_lr_windows)),
-                gradient_config=gradient, n_lr_windows=n_lr_windows, extra_space=extra_space,
+                reference_grid=tuple({**fixed, **c} for c in grid),
+                gradient_config=gradient, n_lr_windows=windows["lr"], extra_space=extra_space,
                 **task_kwargs)
 
 
+def schedule_keys(kind: str, n_entries: int) -> list[str]:
+    """A task's space keys for ``kind``: ``<kind>_0 ..``, or the bare ``<kind>`` for one entry
+    (the learning rate stays ``lr_0``, as the stored references have it)."""
+    return [kind] if n_entries == 1 and kind != "lr" else [f"{kind}_{i}" for i in range(n_entries)]
+
+
+def refine_schedule(config: dict, windows: dict, per_layer: bool = False, n_layers: int = 1) -> dict:
+    """A schedule (``lr_0 .. lr_{k-1}`` and one value or k windows of the other kinds) as the same
+    schedule over ``windows[kind]`` windows each (and per layer): window j of n takes the value of
+    window ``j // (n // k)`` of k.
+
+    Exact when n is a multiple of k: step t of T uses window ``floor(n t / T)`` of n and
+    ``floor(k t / T)`` of k, and ``floor(floor(n t / T) / (n / k)) = floor(k t / T)``, so every
+    step reads the same value (windows of 10 would not do: a third of the run does not end on a
+    tenth). Per-layer entries repeat the value for every layer, which trains as one shared value.
+    """
+    from tune_ext.hypergrad.kinds import KINDS
+
+    out = {}
+    for kind, n in windows.items():
+        given = ([config[kind]] if kind in config else
+                 [config[f"{kind}_{i}"] for i in range(sum(1 for k in config if k.startswith(f"{kind}_")))])
+        if not given:
+            raise ValueError(f"refine_schedule: the schedule has no {kind} (keys {sorted(config)})")
+        k = len(given)
+        if n % k:
+            raise ValueError(f"refine_schedule: {n} {kind} windows do not refine {k} exactly: give a "
+                             f"multiple of {k}")
+        layers = n_layers if per_layer and KINDS[kind].per_layer else 1
+        values = [given[j // (n // k)] for j in range(n) for _ in range(layers)]
+        keys = schedule_keys(kind, len(values))
+        out.update(zip(keys, values))
+    return out
+
+
 def _builtin(name: str, *args, **kwargs) -> Task:
-    return sgd_task(name, *args, reference_path=packaged_reference(name), **kwargs)
+    # the variants of a task share its stored reference (its grid's schedules are their points)
+    kwargs.setdefault("reference_path", packaged_reference(name))
+    return sgd_task(name, *args, **kwargs)
+
+
+CNN1D_LAYERS = 3  # cnn1d's modules owning parameters: two Conv1d, one Linear (layers_of)
 
 
 def _choices(**kwargs):
@@ -219,6 +277,21 @@ _BUILTIN: dict[str, Callable[[], Task]] = {
         default_budget_s=3600.0,
         description="CIFAR-10, WRN-16-1, 50 epochs; for GPU clusters, data already under "
                     "$TUNE_EXT_DATA"),
+    # the same data, model and horizon with many more hyperparameters; windows are multiples of
+    # the reference grid's 3 so that its schedules are points of these spaces (refine_schedule)
+    "mnist1d-30": lambda: _builtin(
+        "mnist1d-30", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
+        default_budget_s=35.0, windows={"lr": 12, "momentum": 9, "weight_decay": 9},
+        reference_path=packaged_reference("mnist1d"),
+        extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
+        description="mnist1d with 30 hyperparameters: 12 lr, 9 momentum, 9 weight-decay windows"),
+    "mnist1d-100": lambda: _builtin(
+        "mnist1d-100", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
+        default_budget_s=35.0, windows={"lr": 15, "momentum": 15, "weight_decay": 15},
+        per_layer=True, n_layers=CNN1D_LAYERS, reference_path=packaged_reference("mnist1d"),
+        extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
+        description="mnist1d with 105 hyperparameters: 15 windows of lr and weight decay for each "
+                    "of the CNN's 3 layers, and of momentum"),
 }
 TASKS = tuple(_BUILTIN)
 DEFAULT_TASK = "mnist1d"
@@ -231,13 +304,52 @@ def get_task(name: str) -> Task:
         return _BUILTIN[name]()
     if ":" in name:
         module, _, attr = name.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"task {name!r} could not be imported: {exc}") from exc
+        imported = import_user_module(module, f"task {name!r}")
+        if not hasattr(imported, attr):
+            raise ValueError(f"task {name!r} could not be imported: module {module!r} "
+                             f"({getattr(imported, '__file__', None)}) has no attribute {attr!r}")
+        obj = getattr(imported, attr)
         task = obj() if callable(obj) and not isinstance(obj, Task) else obj
         if not isinstance(task, Task):
             raise ValueError(f"task {name!r} is a {type(task).__name__}, not a Task")
         return task
     raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}, or "
                      f"'package.module:attr' naming your own Task")
+
+
+def import_user_module(module: str, what: str):
+    """Imports a user's ``module`` as ``python -m`` finds it: the current folder first (an
+    installed command's ``sys.path`` does not hold it; Ray adds the driver's current folder to
+    its workers' path, so trials find it too).
+
+    Args:
+        module: the dotted module name (``goodtask`` for ``goodtask.py``).
+        what: what the error messages start with (``task 'goodtask:task'``).
+
+    ValueError when the module is not there, or when its own code fails (then with the
+    traceback's last line, e.g. its own missing import, and the file and line that raised it).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ValueError(f"{what} could not be imported: no module {exc.name!r} in the current "
+                             f"folder ({cwd}) or on the Python path; run from the folder that holds "
+                             f"{module.replace('.', '/')}.py, or install it") from None
+        raise ValueError(f"{what} could not be imported: {_failure(module, exc)}") from None
+    except Exception as exc:  # the module's own code failed: SyntaxError, NameError, ...
+        raise ValueError(f"{what} could not be imported: {_failure(module, exc)}") from None
+
+
+def _failure(module: str, exc: BaseException) -> str:
+    """``module 'm' raised <the traceback's last line> (file, line n)``."""
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}, line {exc.lineno}"
+    else:  # the innermost frame of the user's code, not of the import machinery
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else None
+    return f"module {module!r} raised {last}" + (f" ({where})" if where else "")

@@ -1,4 +1,4 @@
-"""Exact hypergradients of the validation loss through a whole SGD run, forward or reverse mode.
+"""Forward-mode hypergradients of the validation loss through a whole training run.
 
 Micaelli & Storkey, "Gradient-based Hyperparameter Optimization Over Long Horizons" (NeurIPS 2021)
 carry the derivatives of (weights, velocity) with respect to every hyperparameter forward through
@@ -9,17 +9,18 @@ SGD-momentum; here one step of training is a pure function (``step``) and ``torc
 Hyperparameters are schedules: ``hparams[name]`` has shape ``(n_windows, *value_shape)`` and step
 t of T uses ``hparams[name][floor(n_windows * t / T)]``. An *entry* is one element of one
 hyperparameter tensor; forward mode carries one tangent of (weights, velocity) per entry.
+The reverse paths are in ``reverse.py``; ``run.inner_run`` chooses between them (``choice.py``).
 
 Example::
 
     import torch
-    from tune_ext.hypergrad import hypergradient
+    from tune_ext.hypergrad import forward_run
     model = torch.nn.Linear(4, 3)
     batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(10)]
-    hg = hypergradient(model, torch.nn.functional.cross_entropy, batches, batches[0],
-                       {"lr": torch.tensor([0.1, 0.05]), "momentum": torch.tensor([0.9]),
-                        "weight_decay": torch.tensor([0.0])})
-    hg["lr"].shape  # torch.Size([2])
+    run = forward_run(model, torch.nn.functional.cross_entropy, batches, batches[0],
+                      {"lr": torch.tensor([0.1, 0.05]), "momentum": torch.tensor([0.9]),
+                       "weight_decay": torch.tensor([0.0])})
+    run.hypergrads["lr"].shape  # torch.Size([2])
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ from tune_ext.hypergrad.schedule import window_index
 from tune_ext.hypergrad.state import CarriedState
 from tune_ext.hypergrad.updates import Update, init_velocity, sgd_momentum
 
-MODES = ("forward", "reverse")
 # how the tangent of a step is formed: "jvp" is forward over reverse (jvp of update(w, v, grad L));
 # "hvp" takes the loss's second derivatives reverse over reverse and jvp of the update alone
 DERIVATIVES = ("jvp", "hvp")
@@ -239,6 +239,7 @@ class InnerRun:
     hypergrads: dict | None  # {name: tensor shaped like hparams[name]}; None if stopped early
     steps: int = 0  # training steps taken (fewer than len(train_batches) if stopped early)
     stopped: bool = False  # a ``watch`` stopped the run before its end
+    mode: str = "forward"  # the path that computed it: "forward", "reverse" or "checkpointed"
 
 
 def forward_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
@@ -256,10 +257,8 @@ def forward_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dic
         hypergradients (``InnerRun.stopped``): a run that is clearly lost costs no more steps.
     """
     trainer = Trainer(model, loss_fn, update, batched, compile, train_loss, derivative)
-    total = _check_batches(train_batches)
-    if watch is not None and (isinstance(watch_every, bool) or not isinstance(watch_every, int)
-                              or watch_every < 1):
-        raise ValueError(f"watch_every must be a positive int when watch is given, got {watch_every!r}")
+    total = check_batches(train_batches)
+    check_watch(watch, watch_every)
     hparams = as_hparams(hparams, next(model.parameters()))
     state = trainer.start(sum(h.numel() for h in hparams.values()))
     with torch.no_grad():  # no autograd graph: tangents are forward-mode duals, not history
@@ -275,62 +274,8 @@ def forward_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dic
                     split_entries(flat, hparams), state.step)
 
 
-def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
-                update: Update = sgd_momentum, train_loss=None) -> InnerRun:
-    """The same hypergradients by back-propagating through the unrolled run (memory O(T))."""
-    trainer = Trainer(model, loss_fn, update, train_loss=train_loss)
-    state = trainer.start(1)
-    w, v, buffers = state.weights, state.velocity, state.buffers
-    theta = {n: h.requires_grad_() for n, h in as_hparams(hparams, next(model.parameters())).items()}
-    total = _check_batches(train_batches)
-    with torch.enable_grad():
-        for t, batch in enumerate(train_batches):
-            w, v = trainer.step(w, v, buffers, step_values(theta, t, total), batch)
-        loss = trainer.val_loss(w, buffers, val_batch)
-        grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
-    hg = {n: (g if g is not None else torch.zeros_like(h)).detach()
-          for (n, h), g in zip(theta.items(), grads)}
-    detach = lambda tree: tree_map(lambda x: x.detach(), tree)
-    return InnerRun(detach(w), detach(v), buffers, float(loss.detach()), hg, total)
-
-
-def hypergradient(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict,
-                  mode: str = "forward", *, update: Update = sgd_momentum,
-                  batched: bool = True, compile: bool = False,
-                  train_loss=None, derivative: str = "jvp") -> dict[str, torch.Tensor]:
-    """d(validation loss after training)/d(hyperparameter), as ``{name: tensor}``: exact
-    forward-mode hypergradients with hyperparameter sharing (Micaelli & Storkey 2021, "Gradient-based
-    Hyperparameter Optimization Over Long Horizons", NeurIPS), through ``torch.func.jvp``.
-
-    Args:
-        model: starting point of training (its parameters and buffers are not modified).
-        loss_fn: ``loss_fn(output, target)``, the validation loss (and the training loss unless
-            ``train_loss`` is given).
-        train_batches: a sequence of T ``(inputs, targets)``, the unrolled training run.
-        val_batch: one ``(inputs, targets)``, evaluated in ``eval()`` mode after training.
-        hparams: ``{"lr": t[n_lr], "momentum": t[n_mom], "weight_decay": t[n_wd]}`` schedules; step
-            t uses entry ``floor(n * t / T)``. With a custom ``update`` any names and shapes it reads.
-        mode: ``"forward"`` (memory flat in T) or ``"reverse"`` (reference, short horizons).
-        update: the optimiser as a pure update (``updates.py``: ``sgd_momentum``, ``AdamW()``, per
-            layer).
-        batched: forward mode only; vmap over entries (True) or a loop (False).
-        compile: forward mode only; ``torch.compile`` the differentiated step (see ``Trainer``).
-        derivative: forward mode only; ``"jvp"`` or ``"hvp"``, the same numbers by another
-            derivative path (see ``Trainer``).
-        train_loss: ``(output, target, weights, hp) -> scalar``, a training loss with
-            hyperparameters (``losses.py``: label smoothing, per-layer L2).
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    if mode == "forward":
-        return forward_run(model, loss_fn, train_batches, val_batch, hparams, update=update,
-                           batched=batched, compile=compile, train_loss=train_loss,
-                           derivative=derivative).hypergrads
-    return reverse_run(model, loss_fn, train_batches, val_batch, hparams, update=update,
-                       train_loss=train_loss).hypergrads
-
-
-def _check_batches(train_batches) -> int:
+def check_batches(train_batches) -> int:
+    """The horizon T = len(train_batches), refusing iterators and empty runs."""
     try:
         total = len(train_batches)
     except TypeError:
@@ -339,3 +284,10 @@ def _check_batches(train_batches) -> int:
     if total < 1:
         raise ValueError("train_batches must hold at least one batch")
     return total
+
+
+def check_watch(watch, watch_every) -> None:
+    """``watch_every`` must be a positive int when a ``watch`` is given."""
+    if watch is not None and (isinstance(watch_every, bool) or not isinstance(watch_every, int)
+                              or watch_every < 1):
+        raise ValueError(f"watch_every must be a positive int when watch is given, got {watch_every!r}")

@@ -5,8 +5,8 @@ step size against the *sign* of its hypergradient, and the step size is halved w
 flips between outer steps, so an entry can travel at most ``outer steps x initial step size``.
 ``ClippedAdam`` and ``ClippedSGD`` apply Adam / SGD to hypergradients clipped to a maximum norm
 per hyperparameter. All three skip (and report) an update whose hypergradients are not finite,
-and clamp the result into ``bounds`` (lr >= 0, 0 <= momentum, beta1 < 1, weight decay >= 0,
-L2 >= 0, 0 <= label smoothing <= 1). ``shrink`` scales chosen entries' moves from then on (FDS's
+and clamp the result into ``bounds`` (default: each kind's ``bounds`` in ``kinds.KINDS``: lr >= 0,
+0 <= momentum, beta1 <= 0.999, weight decay >= 0, L2 >= 0, 0 <= label smoothing <= 1). ``shrink`` scales chosen entries' moves from then on (FDS's
 safeguard backtracks with it, ``safeguard.py``).
 
 Example::
@@ -23,9 +23,8 @@ import math
 
 import torch
 
-MOMENTUM_MAX = 0.999
-BOUNDS = {"lr": (0.0, math.inf), "momentum": (0.0, MOMENTUM_MAX), "weight_decay": (0.0, math.inf),
-          "beta1": (0.0, MOMENTUM_MAX), "l2": (0.0, math.inf), "label_smoothing": (0.0, 1.0)}
+from tune_ext.hypergrad.kinds import BOUNDS  # the kinds registry's bounds
+from tune_ext.validate import non_negative
 
 
 def clamp(hparams: dict, bounds: dict = BOUNDS) -> dict:
@@ -49,8 +48,7 @@ class OuterOptimizer:
         if not step_sizes:
             raise ValueError("step_sizes must give an outer step size per hyperparameter, e.g. {'lr': 0.1}")
         for n, s in step_sizes.items():
-            if not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
-                raise ValueError(f"step_sizes[{n!r}] must be a finite number >= 0, got {s!r}")
+            non_negative(f"step_sizes[{n!r}]", s)
         self.step_sizes = {n: float(s) for n, s in step_sizes.items()}
         self.bounds = dict(BOUNDS if bounds is None else bounds)
         self.state: dict = {}

@@ -11,10 +11,10 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from tune_ext.schedulers.rungs import RungBook, TrialEntry
+from tune_ext.validate import MODES
 
 logger = logging.getLogger(__name__)
 
-MODES = ("min", "max")
 STATE_FILES = "callback-states-*.pkl"
 # 2: one rung book (rungs.py) for every scheduler; 1 had a structure per scheduler
 STATE_VERSION = 2

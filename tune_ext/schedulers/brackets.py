@@ -22,24 +22,21 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from fractions import Fraction
-from numbers import Real
+
+from tune_ext.validate import at_least, one_of, positive
 
 AGGRESSIVENESS = ("aggressive", "standard", "conservative")
 
 
 def check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    positive(name, value)
 
 
 def check_geometry(max_t, min_t, reduction_factor) -> None:
     """Validate the (max_t, min_t, reduction_factor) triple every scheduler takes."""
     check_positive("max_t", max_t)
     check_positive("min_t", min_t)
-    if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, Real) \
-            or not math.isfinite(reduction_factor) or reduction_factor < 2:
-        raise ValueError(f"reduction_factor must be >= 2, got {reduction_factor!r}")
+    at_least("reduction_factor", reduction_factor, 2)
     if max_t < min_t:
         raise ValueError(f"max_t must be >= min_t, got max_t={max_t!r} < min_t={min_t!r}")
 
@@ -116,11 +113,8 @@ def adaptive_brackets(max_t, max_trials: int, aggressiveness="standard", divisor
     check_positive("max_t", max_t)
     if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
         raise ValueError(f"max_trials must be a positive integer, got {max_trials!r}")
-    if aggressiveness not in AGGRESSIVENESS:
-        raise ValueError(f"aggressiveness must be one of {AGGRESSIVENESS}, got {aggressiveness!r}")
-    if isinstance(divisor, bool) or not isinstance(divisor, Real) or not math.isfinite(divisor) \
-            or divisor < 2:
-        raise ValueError(f"divisor must be >= 2, got {divisor!r}")
+    one_of("aggressiveness", aggressiveness, AGGRESSIVENESS)
+    at_least("divisor", divisor, 2)
     if isinstance(max_rungs, bool) or not isinstance(max_rungs, int) or max_rungs < 1:
         raise ValueError(f"max_rungs must be a positive integer, got {max_rungs!r}")
     # The +1 counts the top rung: max_t = 81, divisor 3 allows 1, 3, 9, 27, 81.

@@ -8,8 +8,10 @@ turns Ray's callbacks into those two calls:
 - ``on_trial_complete`` classifies the trial: ``"fail"`` (errored, or a NaN/inf metric),
   ``"pruned"`` (ended before ``max_t``: stopped by a scheduler or a stop criterion) or
   ``"complete"``, and hands the last value over;
-- ``save``/``restore`` pickle the whole state (model, RNGs, pending trials), so an experiment
-  resumed with ``tune.run(resume=True)`` or ``Tuner.restore`` continues the same model.
+- ``save``/``restore`` write and read versioned plain data (``tune_ext.searchers.state``): the
+  settings, the space's description and every event (suggestion, result, outcome); a restore
+  replays the events through a fresh model with the same seed, so an experiment resumed with
+  ``tune.run(resume=True)`` or ``Tuner.restore`` continues the same model and random streams.
 
 ``max_t`` (the budget a full run reaches) comes from the constructor, else from the experiment's
 ``stop={time_attr: N}``; when neither is known a trial counts as pruned if another trial has
@@ -17,19 +19,20 @@ already gone further in ``time_attr`` (documented heuristic, exact under synchro
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
-import pickle
+import secrets
 from typing import Any
 
 import numpy as np
 from ray.tune.search import Searcher
 
-from tune_ext.searchers.space import SearchSpace, _plain
+from tune_ext.searchers import state as saved
+from tune_ext.searchers.space import SearchSpace, plain
+from tune_ext.searchers.state import COMPLETE, FAIL, PRUNED
 
 logger = logging.getLogger(__name__)
-
-COMPLETE, PRUNED, FAIL = "complete", "pruned", "fail"
 
 
 class SpaceSearcher(Searcher):
@@ -63,6 +66,7 @@ class SpaceSearcher(Searcher):
         self._live: dict[str, dict] = {}  # trial_id -> {"params", "last": (step, value) | None}
         self._max_step_seen = -math.inf
         self._told = {COMPLETE: 0, PRUNED: 0, FAIL: 0}
+        self._events: list[list] = []  # what was proposed and told, in order: the saved state
         if space is not None:
             self._set_space(space)
 
@@ -94,24 +98,18 @@ class SpaceSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict | None:
         self._check_ready()
         fixed = self._points.pop(0) if self._points else {}
-        internal = self._propose(trial_id, fixed)
-        internal = {k: _plain(v) for k, v in {**internal, **fixed}.items()}
-        self._live[trial_id] = {"params": internal, "last": None}
-        return self._space.decode(internal)
+        return self._space.decode(self._suggest(trial_id, fixed))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         entry = self._live.get(trial_id)
         if entry is None:  # a result racing a completion, or a trial we never suggested
             logger.debug("%s: ignoring a result of unknown trial %s", type(self).__name__, trial_id)
             return
-        step, value = self._step(result, entry), self._value(result)
-        entry["last"] = (step, value)
-        self._max_step_seen = max(self._max_step_seen, step)
-        self._observe(trial_id, entry, step, value)
+        self._result(trial_id, self._step(result, entry), self._value(result))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        entry = self._live.pop(trial_id, None)
+        entry = self._live.get(trial_id)
         if entry is None:
             return
         if result is not None and not error:
@@ -128,21 +126,131 @@ class SpaceSearcher(Searcher):
         else:
             full = self._max_t if self._max_t is not None else self._max_step_seen
             state = PRUNED if step < full else COMPLETE
+        self._complete(trial_id, state, step, value)
+
+    # -- the three events: Ray's calls and a restore's replay both go through these ------------
+    def _suggest(self, trial_id: str, fixed: dict, forced: dict | None = None) -> dict:
+        """Propose internal coordinates for ``trial_id`` and record the suggestion (``forced``:
+        a replay that must take the saved coordinates)."""
+        internal = self._propose(trial_id, fixed if forced is None else forced)
+        internal = {k: plain(v) for k, v in {**internal, **fixed, **(forced or {})}.items()}
+        self._live[trial_id] = {"params": internal, "last": None}
+        self._events.append(["suggest", trial_id, internal, sorted(fixed)])
+        return internal
+
+    def _result(self, trial_id: str, step: float, value: float) -> None:
+        entry = self._live[trial_id]
+        entry["last"] = (step, value)
+        self._max_step_seen = max(self._max_step_seen, step)
+        self._events.append(["result", trial_id, step, saved.encode_value(value)])
+        self._observe(trial_id, entry, step, value)
+
+    def _complete(self, trial_id: str, state: str, step, value) -> None:
+        entry = self._live.pop(trial_id)
         if step is not None:
             self._max_step_seen = max(self._max_step_seen, step)
         self._told[state] += 1
+        self._events.append(["complete", trial_id, state, step, saved.encode_value(value)])
         self._record(trial_id, entry, state, step, value)
 
     # -- state ---------------------------------------------------------------------------------
-    def get_state(self) -> dict:
-        return dict(self.__dict__)
+    def _model_settings(self) -> dict:
+        """The constructor arguments that shape the model (subclasses return theirs)."""
+        return {}
 
-    def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
+    def get_state(self) -> dict:
+        """The searcher as JSON-able plain data with a version: settings, the space's
+        description, the points still to evaluate and every event so far (no model, no pickle)."""
+        return {"version": saved.STATE_VERSION, "searcher": type(self).__name__,
+                "settings": self._settings(), "model": saved.signature(self._model_settings()),
+                "space": None if self._space is None else self._space.to_data(),
+                "points": [dict(p) for p in self._points],
+                "events": [list(e) for e in self._events]}
+
+    def set_state(self, state: dict, where: str = "the saved searcher state") -> None:
+        """Continue the searcher ``get_state`` saved: take its settings where this one has none,
+        rebuild the model from the seed and replay the events. ValueError naming ``where`` for
+        another version, another searcher, a malformed state, or settings or a space that differ
+        from this searcher's."""
+        name = type(self).__name__
+        state = saved.check(state, name, where)
+        theirs, mine = state["settings"], self._settings()
+        clash = {k: (theirs[k], v) for k, v in mine.items()
+                 if v is not None and theirs[k] is not None and theirs[k] != v}
+        if state["model"] != saved.signature(self._model_settings()):
+            clash["model arguments"] = (state["model"], saved.signature(self._model_settings()))
+        if clash:
+            raise ValueError(
+                f"{name}: {where} was saved with "
+                + ", ".join(f"{k}={a!r}" for k, (a, _) in clash.items()) + "; this searcher has "
+                + ", ".join(f"{k}={b!r}" for k, (_, b) in clash.items())
+                + "; construct it with the experiment's arguments")
+        self._restore_space(state["space"], name, where)
+        for key in ("metric", "mode", "seed", "max_t"):
+            if mine[key] is None:
+                setattr(self, f"_{key}", theirs[key])
+        try:
+            self._replay(state, exact=True)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"{name}: {where} is malformed: its events do not replay "
+                             f"({type(e).__name__}: {e}); put back an intact copy or start a "
+                             f"new experiment under another name") from None
+
+    def _settings(self) -> dict:
+        return {"metric": self._metric, "mode": self._mode, "seed": self._seed,
+                "time_attr": self._time_attr, "max_t": self._max_t}
+
+    def _restore_space(self, data: dict | None, name: str, where: str) -> None:
+        if data is None:
+            return  # saved before it had a space: nothing to check
+        if self._space is not None:
+            if self._space.to_data()["params"] != data["params"]:
+                raise ValueError(f"{name}: {where} is for another search space (params "
+                                 f"{[p['key'] for p in data['params']]}); give the searcher the "
+                                 f"experiment's space")
+            return
+        try:
+            self._set_space(SearchSpace.from_data(data))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{name}: {where} cannot rebuild the search space ({e}); give the "
+                             f"searcher the experiment's space (space= or Ray's config) before "
+                             f"restoring") from None
+
+    def _replay(self, state: dict, exact: bool) -> None:
+        """A fresh model, then every saved event through it. ``exact``: each suggestion is
+        proposed again and must equal the saved one. If one differs (another optuna, hpbandster
+        or numpy draws differently) the replay starts over with the saved suggestions forced: the
+        model then holds every observation, but its random streams are not the saved run's."""
+        self._live, self._max_step_seen, self._events = {}, -math.inf, []
+        self._told = {COMPLETE: 0, PRUNED: 0, FAIL: 0}
+        self._points = [dict(p) for p in state["points"]]
+        self._model_ready = False
+        if not state["events"]:
+            return
+        self._check_ready()
+        for event in state["events"]:
+            kind, trial_id = event[0], event[1]
+            if kind == "suggest":
+                params = event[2]
+                got = self._suggest(trial_id, {k: params[k] for k in event[3]},
+                                    None if exact else params)
+                if got != params:
+                    logger.warning(
+                        "%s: replaying the saved state did not reproduce the suggestion for trial "
+                        "%s (saved %s, now %s): another version of the model's library? The "
+                        "restored model holds every saved observation, but its next suggestions "
+                        "are not the ones the saved run would have made", type(self).__name__,
+                        trial_id, params, got)
+                    return self._replay(state, exact=False)
+            elif kind == "result":
+                self._result(trial_id, float(event[2]), saved.decode_value(event[3]))
+            else:
+                step = None if event[3] is None else float(event[3])
+                self._complete(trial_id, event[2], step, saved.decode_value(event[4]))
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
+        with open(checkpoint_path, "w") as f:
+            f.write(saved.dumps(self.get_state()))
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         """Ray's experiment restore: the newest ``searcher-state-*.pkl`` in ``checkpoint_dir``.
@@ -162,17 +270,22 @@ class SpaceSearcher(Searcher):
             raise
 
     def restore(self, checkpoint_path: str) -> None:
+        name = type(self).__name__
         try:
             with open(checkpoint_path, "rb") as f:
-                state = pickle.load(f)
-        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+                raw = f.read()
+            if raw[:1] == b"\x80":  # a pickle: the format before versioned plain data
+                raise ValueError(f"{name}: the searcher state {checkpoint_path} was written by an "
+                                 f"older tune-ext (a pickle, before state version "
+                                 f"{saved.STATE_VERSION}); resume with the tune-ext that wrote "
+                                 f"it, or start a new experiment under another name")
+            state = json.loads(raw.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(
-                f"{type(self).__name__}: cannot read the searcher state {checkpoint_path} "
+                f"{name}: cannot read the searcher state {checkpoint_path} "
                 f"({type(e).__name__}: {e}); put back an intact copy and resume again, or start "
                 f"a new experiment under another name") from e
-        if not isinstance(state, dict) or "_told" not in state:
-            raise ValueError(f"{checkpoint_path} is not a {type(self).__name__} checkpoint")
-        self.set_state(state)
+        self.set_state(state, where=f"the searcher state {checkpoint_path}")
 
     @property
     def n_observations(self) -> int:
@@ -223,6 +336,8 @@ class SpaceSearcher(Searcher):
             raise ValueError(f"{name}: metric and mode must be set (got metric={self._metric!r}, "
                              f"mode={self._mode!r}), in the constructor or in tune.run/TuneConfig")
         if not self._model_ready:
+            if self._seed is None:  # a concrete seed, saved, so a restore can replay the model
+                self._seed = secrets.randbelow(2**31)
             self._setup()
             self._model_ready = True
 

@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 
 from tune_ext.searchers._base import FAIL, SpaceSearcher
+from tune_ext.validate import in_interval, int_at_least, positive
 
 
 class _Job:
@@ -79,20 +80,12 @@ class BOHBSearch(SpaceSearcher):
                  time_attr="training_iteration", max_t=None, min_points_in_model=None,
                  top_n_percent=15, num_samples=64, random_fraction=1 / 3, bandwidth_factor=3,
                  min_bandwidth=1e-3):
-        if min_points_in_model is not None and not (isinstance(min_points_in_model, int)
-                                                    and min_points_in_model >= 1):
-            raise ValueError(f"min_points_in_model must be an int >= 1 or None, "
-                             f"got {min_points_in_model!r}")
-        if not (isinstance(top_n_percent, (int, float)) and 0 < top_n_percent < 100):
-            raise ValueError(f"top_n_percent must be in (0, 100), got {top_n_percent!r}")
-        if not (isinstance(num_samples, int) and num_samples >= 1):
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        if not (isinstance(random_fraction, (int, float)) and 0 <= random_fraction <= 1):
-            raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction!r}")
-        if not (isinstance(bandwidth_factor, (int, float)) and bandwidth_factor > 0):
-            raise ValueError(f"bandwidth_factor must be > 0, got {bandwidth_factor!r}")
-        if not (isinstance(min_bandwidth, (int, float)) and min_bandwidth > 0):
-            raise ValueError(f"min_bandwidth must be > 0, got {min_bandwidth!r}")
+        int_at_least("min_points_in_model", min_points_in_model, 1, allow_none=True)
+        in_interval("top_n_percent", top_n_percent, 0, 100, low_closed=False, high_closed=False)
+        int_at_least("num_samples", num_samples, 1)
+        in_interval("random_fraction", random_fraction, 0, 1)
+        positive("bandwidth_factor", bandwidth_factor)
+        positive("min_bandwidth", min_bandwidth)
         self._bohb_kwargs = dict(min_points_in_model=min_points_in_model,
                                  top_n_percent=top_n_percent, num_samples=num_samples,
                                  random_fraction=random_fraction,
@@ -113,6 +106,9 @@ class BOHBSearch(SpaceSearcher):
                           error: bool = False) -> None:
         self.paused_trials.discard(trial_id)
         super().on_trial_complete(trial_id, result, error)
+
+    def _model_settings(self) -> dict:
+        return self._bohb_kwargs
 
     def _setup(self) -> None:
         from hpbandster.optimizers.config_generators.bohb import BOHB

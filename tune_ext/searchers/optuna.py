@@ -12,15 +12,14 @@ its last value and the step it reached; an errored trial or a NaN/inf metric is 
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
-import numbers
 import warnings
 
 import optuna
 
 from tune_ext.searchers._base import COMPLETE, FAIL, PRUNED, SpaceSearcher
+from tune_ext.validate import did_you_mean, int_at_least, positive
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -41,8 +40,7 @@ class _OptunaSearch(SpaceSearcher):
         accepted = set(inspect.signature(sampler.__init__).parameters) - {"self"}
         for key in extra:
             if key in fixed or key not in accepted:
-                close = difflib.get_close_matches(key, sorted((accepted | set(ours)) - set(fixed)), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, sorted((accepted | set(ours)) - set(fixed)))
                 why = "is set by this class" if key in fixed else "is not an argument"
                 raise ValueError(f"{owner}: {key!r} {why}{hint} (other keyword arguments go to "
                                  f"optuna.samplers.{sampler.__name__})")
@@ -129,8 +127,7 @@ class TPESearch(_OptunaSearch):
     def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None, seed=None,
                  time_attr="training_iteration", max_t=None, n_startup_trials=10,
                  multivariate=True, constant_liar=True, **tpe_kwargs):
-        if not (isinstance(n_startup_trials, int) and n_startup_trials >= 0):
-            raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}")
+        int_at_least("n_startup_trials", n_startup_trials, 0)
         self._check_sampler_kwargs("TPESearch", optuna.samplers.TPESampler, tpe_kwargs,
                                    inspect.signature(TPESearch.__init__).parameters)
         self._tpe_kwargs = dict(n_startup_trials=n_startup_trials, multivariate=bool(multivariate),
@@ -139,6 +136,9 @@ class TPESearch(_OptunaSearch):
 
     def _make_sampler(self):
         return optuna.samplers.TPESampler(seed=self._seed, **self._tpe_kwargs)
+
+    def _model_settings(self) -> dict:
+        return self._tpe_kwargs
 
 
 class CMAESSearch(_OptunaSearch):
@@ -183,13 +183,10 @@ class CMAESSearch(_OptunaSearch):
     def __init__(self, space=None, metric=None, mode=None, points_to_evaluate=None, seed=None,
                  time_attr="training_iteration", max_t=None, n_startup_trials=1, sigma0=None,
                  popsize=None, consider_pruned_trials=False, with_margin=True, **cma_kwargs):
-        if not (isinstance(n_startup_trials, int) and n_startup_trials >= 0):
-            raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}")
-        if popsize is not None and not (isinstance(popsize, int) and popsize >= 2):
-            raise ValueError(f"popsize must be an int >= 2 or None, got {popsize!r}")
-        if sigma0 is not None and not (isinstance(sigma0, numbers.Real) and not isinstance(sigma0, bool)
-                                       and math.isfinite(sigma0) and sigma0 > 0):
-            raise ValueError(f"sigma0 must be a finite number > 0 or None, got {sigma0!r}")
+        int_at_least("n_startup_trials", n_startup_trials, 0)
+        int_at_least("popsize", popsize, 2, allow_none=True)
+        if sigma0 is not None:
+            positive("sigma0", sigma0)
         self._check_sampler_kwargs("CMAESSearch", optuna.samplers.CmaEsSampler, cma_kwargs,
                                    inspect.signature(CMAESSearch.__init__).parameters,
                                    fixed=("seed", "independent_sampler", "warn_independent_sampling"))
@@ -202,3 +199,6 @@ class CMAESSearch(_OptunaSearch):
         return optuna.samplers.CmaEsSampler(
             seed=self._seed, independent_sampler=optuna.samplers.RandomSampler(seed=self._seed),
             warn_independent_sampling=False, **self._cma_kwargs)
+
+    def _model_settings(self) -> dict:
+        return self._cma_kwargs

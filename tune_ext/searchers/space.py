@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer, Normal, Quantized
 
+from tune_ext.searchers.state import is_plain, signature
+
 DELIMITER = "/"
 
 
@@ -83,7 +85,7 @@ class Param:
     def decode(self, internal: Any) -> Any:
         """Internal coordinate -> the plain Python value Ray would have sampled."""
         if self.kind == "categorical":
-            return _plain(copy.deepcopy(self.categories[int(internal)]))
+            return plain(copy.deepcopy(self.categories[int(internal)]))
         if self.q is not None:
             return self.value_type(int(round(float(internal))) * self.q)
         if self.kind == "int":
@@ -197,6 +199,31 @@ class SearchSpace:
     def sample(self, rng: np.random.Generator) -> dict:
         return {p.key: p.sample(rng) for p in self.params}
 
+    # -- plain data (a searcher's saved state) -------------------------------------------------
+    def to_data(self) -> dict:
+        """The space as JSON-able data: every param's coordinate and values, and the constants;
+        a category or constant that is not plain data is described by its type and name (and
+        ``plain`` says whether ``from_data`` can rebuild the space)."""
+        values = [c for p in self.params for c in p.categories] + list(self.constants.values())
+        return {"params": [{"key": p.key, "kind": p.kind, "low": p.low, "high": p.high,
+                            "log": p.log, "q": p.q, "value_type": p.value_type.__name__,
+                            "categories": [signature(c) for c in p.categories]}
+                           for p in self.params],
+                "constants": {k: signature(v) for k, v in self.constants.items()},
+                "plain": all(is_plain(v) for v in values)}
+
+    @classmethod
+    def from_data(cls, data: dict) -> "SearchSpace":
+        """The space ``to_data`` described; ValueError when a category or constant was not plain
+        data (then only the original Ray domains can rebuild it)."""
+        if not data["plain"]:
+            raise ValueError("the search space has categories or constants that are not plain "
+                             "data")
+        types = {"int": int, "float": float}
+        params = [Param(d["key"], d["kind"], d["low"], d["high"], bool(d["log"]), d["q"],
+                        types[d["value_type"]], tuple(d["categories"])) for d in data["params"]]
+        return cls(params, dict(data["constants"]))
+
 
 def convert_domain(key: str, domain: Domain) -> Param:
     """One Ray domain -> its :class:`Param`; ValueError naming ``key`` for what cannot be modelled."""
@@ -209,7 +236,7 @@ def convert_domain(key: str, domain: Domain) -> Param:
             raise ValueError(f"{key}: tune.choice needs at least one category")
         for c in domain.categories:
             _reject_hidden_domains(key, c)
-        return Param(key, "categorical", categories=tuple(_plain(c) for c in domain.categories))
+        return Param(key, "categorical", categories=tuple(plain(c) for c in domain.categories))
     q = None
     if isinstance(sampler, Quantized):
         q, sampler = sampler.q, sampler.get_sampler()
@@ -228,7 +255,7 @@ def convert_domain(key: str, domain: Domain) -> Param:
                 raise ValueError(f"{key}: needs lower < upper, got [{lower}, {upper}]")
             return Param(key, "float", float(lower), float(upper), log, None, float)
         lo, hi = _grid(lower, q, math.ceil), _grid(upper, q, math.floor)
-        return _check_int(Param(key, "int", lo, hi, log, _plain(q), float))
+        return _check_int(Param(key, "int", lo, hi, log, plain(q), float))
     if isinstance(domain, Integer):
         if q is None or q == 1:  # Ray: the upper bound is exclusive unless q > 1
             return _check_int(Param(key, "int", int(lower), int(upper) - 1, log, None, int))
@@ -307,14 +334,14 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """numpy scalars/arrays -> Python values, recursively through lists and dicts."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
+        return type(value)(plain(v) for v in value)
     return value
