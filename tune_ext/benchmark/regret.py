@@ -6,6 +6,9 @@ best *validation* score so far; regret(t) = reference - test score of the incumb
 better-validating configuration tests worse: that is the honest number, so it is reported as is
 (the incumbent's validation score itself never worsens). Before the first usable result there is
 no incumbent and no regret: a run that never gets one has "no result", never a number.
+
+Time is the run's clock, which starts when its first trial is up (``RegretCallback``); the
+``BudgetStopper`` ends the run on that clock.
 """
 from __future__ import annotations
 
