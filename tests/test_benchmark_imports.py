@@ -55,8 +55,8 @@ def test_no_import_circles_in_the_harness_even_inside_functions():
     assert "tasks" not in graph["reference"]
 
 
-def test_no_private_names_imported_across_harness_modules():
-    for path in PACKAGE.glob("*.py"):
+def test_no_private_names_imported_across_harness_modules_or_by_the_scripts():
+    for path in [*PACKAGE.glob("*.py"), *(PACKAGE.parents[1] / "scripts").glob("*.py")]:
         for module, names in _imports(path):
             if module.startswith("tune_ext"):
                 assert not [n for n in names if n.startswith("_")], (path.name, module, names)

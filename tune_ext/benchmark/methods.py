@@ -74,8 +74,9 @@ def _black_box(search_alg=None, scheduler=None):
     return build
 
 
-def _gradient(method: str, spread_starts: bool = True):
-    """FDSTrainable trials with ``gradient_config``; with ``spread_starts``, consecutive and
+def gradient_build(method: str, spread_starts: bool = True):
+    """A gradient-based method's ``Method.build`` (``method``: "fds", "oho" or "hd"):
+    FDSTrainable trials with ``gradient_config``; with ``spread_starts``, consecutive and
     concurrent trials each start from their own point of the task's space (``fds_starts``: random
     search over the starting schedule, the paper's point first; for HD and OHO over one value of
     each kind, as the FDS paper's appendix C random-searches HD's initial values), else every
@@ -287,9 +288,9 @@ METHODS = {m.name: m for m in [
     Method("adaptive-asha", "black-box", "multi-fidelity", "AdaptiveASHAScheduler + RandomSearch",
            _black_box(_ours_random, _ours_adaptive)),
     Method("fds", "gradient", "gradient", "FDSTrainable: forward-mode hypergradients over the whole run",
-           _gradient("fds")),
-    Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
-    Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
+           gradient_build("fds")),
+    Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", gradient_build("oho")),
+    Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", gradient_build("hd")),
     Method("asha-fds", "gradient", "hybrid", "ASHAScheduler + TPESearch over width, batch size and "
            "FDS's start; FDS learns each trial's schedule", _hybrid(_ours_tpe)),
     Method("ray-asha", "black-box", "ray", "Ray's ASHAScheduler + Ray's random variants",
