@@ -61,8 +61,9 @@ class RegretCallback(Callback):
     The clock starts when the run's first trial is up: its worker process started, its imports
     done (torch, ray.tune, the trainable's module) and its trainable constructed. Ray starts a
     fresh worker process for each trial actor (a worker warmed up by a task was not given to an
-    actor, checked with Ray 2.60), so this start-up cannot happen before ``tune.run``; it is left out of the budget the
-    same way for every method, and measured (``startup_s``). Later trials' start-ups count.
+    actor, checked with Ray 2.60), so this start-up cannot happen before ``tune.run``; it is left
+    out of the budget the same way for every method, and measured (``startup_s``). Later trials'
+    start-ups count.
 
     Args:
         tracker: the run's incumbent.
