@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 
-from tune_ext.benchmark.methods import Method, gradient_build, horizon_ladder
+from tune_ext.benchmark.methods import Method, gradient_trials, horizon_ladder
 
 
 def variant(name: str, description: str, diverse: bool = True, ensemble: int = 1,
             ladder=None) -> Method:
     def build(task, seed):
-        kwargs = gradient_build("fds", spread_starts=diverse)(task, seed)
+        kwargs = gradient_trials("fds", spread_starts=diverse)(task, seed)
         if ladder is not None:
             kwargs["config"]["inner_epochs"] = ladder(task.max_t)
         if ensemble > 1:

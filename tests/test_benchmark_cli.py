@@ -186,3 +186,23 @@ def test_run_benchmark_refuses_a_config_every_trial_would_refuse_before_ray(task
         run_benchmark(getattr(user_task, task)(), get_methods(["asha", "fds"]), [0], Budget(5.0),
                       str(tmp_path))
     assert not (tmp_path / "ray").exists()
+
+
+def test_a_subclass_with_its_own_setup_is_not_checked_with_ours(no_ray):
+    import dataclasses
+
+    from trainables import SupervisedTrainable
+    from tune_ext.benchmark import get_task
+    from tune_ext.benchmark.methods import METHODS, check_trial_config
+
+    class WithWarmup(SupervisedTrainable):   # reads a key of its own
+        def setup(self, config, **kwargs):
+            config = dict(config)
+            self.warmup = config.pop("warmup")
+            super().setup(config, **kwargs)
+
+    digits = get_task("digits")
+    own = dataclasses.replace(digits, trainable=WithWarmup, space={**digits.space, "warmup": 2})
+    check_trial_config(METHODS["random"], own)   # its key is not refused by ours
+    with pytest.raises(ValueError, match="unknown config key 'warmup' for SupervisedTrainable"):
+        check_trial_config(METHODS["random"], dataclasses.replace(own, trainable=SupervisedTrainable))

@@ -117,7 +117,7 @@ def test_bad_input_is_rejected(cls):
 def test_set_search_properties_takes_rays_config_metric_mode_and_stop(cls):
     s = cls()
     assert s.set_search_properties("loss", "max", SPACE, stop={"training_iteration": 4})
-    assert (s.metric, s.mode, s._max_t) == ("loss", "max", 4)
+    assert (s.metric, s.mode, s.get_state()["settings"]["max_t"]) == ("loss", "max", 4)
     assert set(s.suggest("t")) == {"x", "y", "k", "c", "q", "nested", "const"}
     # a searcher that has its own space declines a second one (Ray then reports the clash)
     assert not cls(SPACE).set_search_properties("loss", "min", {"x": tune.uniform(0, 1)})
@@ -154,7 +154,7 @@ def test_tpe_constant_liar_and_model_beat_random():
         return np.median([f(c) for c in drive(s, 60, batch=4, f=f)[40:]])
 
     assert late_median(TPESearch) < 0.5 * late_median(RandomSearch)
-    assert TPESearch(space)._tpe_kwargs["constant_liar"] is True
+    assert TPESearch(space).get_state()["model"]["constant_liar"] is True
 
 
 def test_cmaes_models_numbers_and_samples_categories_independently():

@@ -76,7 +76,7 @@ def run_bohb(tmp_path, scheduler, num_samples=8):
                         scheduler=scheduler, num_samples=num_samples, stop={"training_iteration": 9},
                         storage_path=str(tmp_path), verbose=0, resources_per_trial={"cpu": 1})
     assert all(t.status == "TERMINATED" for t in analysis.trials)
-    assert searcher.n_observations == num_samples and not searcher._live
+    assert searcher.n_observations == num_samples and not searcher.pending_trials
     # every result became an observation at its budget, exactly once per (trial, budget)
     reached = sorted(t.last_result["training_iteration"] for t in analysis.trials)
     assert len(searcher.observations) == sum(reached)

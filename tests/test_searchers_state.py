@@ -71,6 +71,7 @@ def test_restored_searcher_suggests_what_the_uninterrupted_one_does(cls, n):
     for fresh in (cls(), cls(SPACE, metric="loss", mode="min", seed=5)):
         fresh.set_state(state)
         assert fresh.n_observations == n and fresh.outcomes == s.outcomes
+        assert fresh.pending_trials == ["pending"]
         assert fresh.get_state() == state
     assert next_suggestions(fresh, pending) == next_suggestions(s, pending)
 
@@ -135,7 +136,8 @@ def test_state_of_another_version_searcher_or_shape_is_refused(cls):
     n = len(state["events"])
     cases = [({**state, "version": 2}, "has version 2, this tune-ext reads version 1"),
              ([1, 2], "is not a tune-ext searcher state"),
-             ({**state, "searcher": other}, f"is the state of a '{other}', not of a {cls.__name__}"),
+             ({**state, "searcher": other},
+              f"is the state of a '{other}', not of a {cls.__name__}"),
              ({k: v for k, v in state.items() if k != "events"}, r"is malformed.*lacks \['events"),
              ({**state, "events": state["events"] + [["result", "t0", 1]]},
               f"is malformed.*event {n} is"),
@@ -193,3 +195,20 @@ def test_a_space_that_is_not_plain_data_needs_the_searchers_own_space():
     with pytest.raises(ValueError, match="another search space"):
         RandomSearch({"act": tune.choice([math.sqrt, math.log]),
                       "x": tune.uniform(0.0, 1.0)}).set_state(state)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_points_to_evaluate_replay_and_the_rest_stay_queued(cls):
+    """Fixed points are replayed as fixed (a partial one still draws the rest), and the points not
+    yet suggested at the save are suggested next by the restored searcher too."""
+    points = [{"x": 2.0, "k": 1, "c": "a", "q": 0.0, "nested": {"lr": 0.01}}, {"x": -1.0},
+              {"x": 3.0}, {"k": 4}]
+    s = cls(SPACE, metric="loss", mode="min", max_t=3, seed=4, points_to_evaluate=points)
+    history(s, 2)
+    pending = s.suggest("pending")   # the third point, in flight
+    state = json.loads(json.dumps(s.get_state()))
+    assert len(state["points"]) == 1 and pending["x"] == 3.0
+    r = cls()
+    r.set_state(state)
+    ours, theirs = next_suggestions(r, pending), next_suggestions(s, pending)
+    assert ours == theirs and ours[0]["k"] == 4

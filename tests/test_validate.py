@@ -87,3 +87,15 @@ def test_importing_it_imports_neither_ray_nor_torch():
             "print(sorted(m for m in ('ray', 'torch', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_saved_version_refuses_other_versions_and_non_states():
+    state = {"version": 3, "x": 1}
+    assert v.saved_version("A", "f.json", "thing state", state, 3, "fix it") is state
+    with pytest.raises(ValueError, match=r"^A: f.json has version 2, this tune-ext reads version "
+                                         r"3; resume with the tune-ext that wrote it"):
+        v.saved_version("A", "f.json", "thing state", {"version": 2}, 3, "fix it")
+    for bad in ([3], {"x": 1}, None):
+        with pytest.raises(ValueError, match=r"^A: f.json is not a tune-ext thing state \(got "
+                                             r"\w+\); fix it$"):
+            v.saved_version("A", "f.json", "thing state", bad, 3, "fix it")

@@ -109,6 +109,25 @@ def flag(name: str, value: Any) -> bool:
     return value
 
 
+def saved_version(owner: str, where: str, kind: str, state: Any, version: int,
+                  remedy: str) -> dict:
+    """Saved state (plain data with a ``"version"``) of this tune-ext's ``version``.
+
+    Args:
+        owner: the class that loads it (messages start with it); where: the file or "the saved
+        ... state"; kind: what it should be ("searcher state"); remedy: what to do when it is not
+        one at all.
+    """
+    if not isinstance(state, dict) or "version" not in state:
+        raise ValueError(f"{owner}: {where} is not a tune-ext {kind} (got "
+                         f"{type(state).__name__}); {remedy}")
+    if state["version"] != version:
+        raise ValueError(f"{owner}: {where} has version {state['version']!r}, this tune-ext reads "
+                         f"version {version}; resume with the tune-ext that wrote it, or start a "
+                         f"new experiment under another name")
+    return state
+
+
 __all__ = ["MODES", "at_least", "did_you_mean", "finite_number", "flag", "in_interval",
            "int_at_least", "is_finite_number", "min_or_max", "non_negative", "one_of", "positive",
-           "positive_int"]
+           "positive_int", "saved_version"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tune_ext.benchmark.tasks import finite_number
+from tune_ext.validate import is_finite_number as finite_number
 
 
 @dataclass

@@ -41,8 +41,9 @@ def check_trial_config(method: Method, task: Task) -> None:
 
     Checks one configuration drawn from the method's space (fixed seed), with the trainable's own
     ``check_config`` (``SupervisedTrainable``, ``FDSTrainable``); a trainable without one (a
-    function of your own) is not checked here. Inside Ray the same error would come back from
-    every trial wrapped in Ray's errors; here it is one message naming the method.
+    function of your own, or a subclass with its own ``setup``) is not checked here. Inside Ray
+    the same error would come back from every trial wrapped in Ray's errors; here it is one
+    message naming the method.
     """
     import dataclasses
 
@@ -53,9 +54,10 @@ def check_trial_config(method: Method, task: Task) -> None:
     # the bare trainable: with trainable_kwargs, runnable() would put them into Ray's object store
     kwargs = method.build(dataclasses.replace(task, trainable_kwargs=None), 0)
     trainable = kwargs["run_or_experiment"]
-    check = getattr(trainable, "check_config", None)
-    if check is None:
-        return
+    owner = next((c for c in getattr(trainable, "__mro__", ()) if "check_config" in vars(c)), None)
+    if owner is None or trainable.setup is not owner.setup:
+        return   # not ours, or a subclass with its own setup (it may read keys ours does not)
+    check = trainable.check_config
     _, spec = next(generate_variants({"config": kwargs.get("config") or {}},
                                      random_state=np.random.RandomState(0)))
     try:
@@ -74,9 +76,8 @@ def _black_box(search_alg=None, scheduler=None):
     return build
 
 
-def gradient_build(method: str, spread_starts: bool = True):
-    """A gradient-based method's ``Method.build`` (``method``: "fds", "oho" or "hd"):
-    FDSTrainable trials with ``gradient_config``; with ``spread_starts``, consecutive and
+def _gradient(method: str, spread_starts: bool = True):
+    """FDSTrainable trials with ``gradient_config``; with ``spread_starts``, consecutive and
     concurrent trials each start from their own point of the task's space (``fds_starts``: random
     search over the starting schedule, the paper's point first; for HD and OHO over one value of
     each kind, as the FDS paper's appendix C random-searches HD's initial values), else every
@@ -97,6 +98,9 @@ def gradient_build(method: str, spread_starts: bool = True):
         return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
                 "search_alg": search_alg, "num_samples": UNLIMITED}
     return build
+
+
+gradient_trials = _gradient  # public: scripts build variants of the gradient methods with it
 
 
 def _without_inits(config: dict) -> dict:
@@ -288,9 +292,9 @@ METHODS = {m.name: m for m in [
     Method("adaptive-asha", "black-box", "multi-fidelity", "AdaptiveASHAScheduler + RandomSearch",
            _black_box(_ours_random, _ours_adaptive)),
     Method("fds", "gradient", "gradient", "FDSTrainable: forward-mode hypergradients over the whole run",
-           gradient_build("fds")),
-    Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", gradient_build("oho")),
-    Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", gradient_build("hd")),
+           _gradient("fds")),
+    Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
+    Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
     Method("asha-fds", "gradient", "hybrid", "ASHAScheduler + TPESearch over width, batch size and "
            "FDS's start; FDS learns each trial's schedule", _hybrid(_ours_tpe)),
     Method("ray-asha", "black-box", "ray", "Ray's ASHAScheduler + Ray's random variants",

@@ -72,8 +72,8 @@ def summarize_runs(task, methods, seeds, budget, reference, records, cluster, ru
                  and disjoint(out[a]["final_regret_ci95"], out[b]["final_regret_ci95"])]
     return {
         "task": task.name, "metric": task.metric, "mode": task.mode, "test_metric": task.test_metric,
-        "reference": reference, "reference_test_acc": reference, "target_regret": task.target_regret,
-        "budget_s": budget.seconds, "max_results": budget.max_results, "seeds": list(seeds), "concurrency": budget.concurrency,
+        "reference": reference, "target_regret": task.target_regret, "budget_s": budget.seconds,
+        "max_results": budget.max_results, "seeds": list(seeds), "concurrency": budget.concurrency,
         "resources_per_trial": budget.resources(), "compile_gradient": compile_gradient,
         "cluster_resources": cluster,
         "placement": {"mode": "sequential" if runs_at_once == 1 else "parallel",

@@ -133,9 +133,6 @@ class Task:
         return float(load_reference(self)["reference"])
 
 
-finite_number = is_finite_number  # the predicate, for runner.py (tune_ext.validate has it)
-
-
 def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = None,
              epochs: int = 20, batch_size: int = 64, *, model_fn: Optional[Callable] = None,
              data=None, loss_fn: Optional[Callable] = None, n_lr_windows: int = 3,

@@ -34,6 +34,7 @@ class _RestoreFailures(logging.Handler):
         self.failure = f"{where} is missing or unreadable ({type(exc).__name__}: {exc})"
 
 
+logger = logging.getLogger(__name__)
 RESTORE_FAILURES = _RestoreFailures()
 logging.getLogger("ray.tune.execution.tune_controller").addHandler(RESTORE_FAILURES)
 
@@ -87,6 +88,7 @@ class SchedulerStateCallback(Callback):
                              f"got {type(scheduler).__name__}")
         self.scheduler = scheduler
         self._verified = False
+        self._resumed = self._ran = False   # restored by this driver; a trial started since
 
     def setup(self, **info):
         failure, RESTORE_FAILURES.failure = RESTORE_FAILURES.failure, None
@@ -105,8 +107,20 @@ class SchedulerStateCallback(Callback):
             self._verified = True
             self.scheduler.verify_restored(trials)
 
+    def on_trial_start(self, iteration: int, trials: list, trial, **info):
+        self._ran = True
+
+    def on_experiment_end(self, trials: list, **info):
+        # a resume of a finished experiment: one line, not silence (Ray only re-saves its state)
+        if self._resumed and not self._ran:
+            statuses = sorted({t.status for t in trials})
+            logger.warning(f"{type(self.scheduler).__name__}: this experiment had already finished "
+                           f"({len(trials)} trials: {', '.join(statuses)}); the resume ran "
+                           f"nothing. Start a new experiment under another name to run it again.")
+
     def get_state(self) -> Optional[dict]:
         return {"scheduler": self.scheduler.get_state()}
 
     def set_state(self, state: dict):
         self.scheduler.set_state(state["scheduler"])
+        self._resumed = True

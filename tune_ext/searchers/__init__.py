@@ -2,7 +2,8 @@
 
 All take ``(space=None, metric=None, mode=None, points_to_evaluate=None, seed=None, ...)`` like
 Ray's own, suggest any number of configurations concurrently, report plain Python values, and
-save/restore their whole model with the experiment.
+save their state with the experiment as versioned plain data that a restore replays into the same
+model (``tune_ext.searchers.state``).
 """
 from tune_ext.searchers.bohb import BOHBSearch
 from tune_ext.searchers.optuna import CMAESSearch, TPESearch

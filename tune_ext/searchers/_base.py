@@ -25,12 +25,12 @@ import math
 import secrets
 from typing import Any
 
-import numpy as np
 from ray.tune.search import Searcher
 
 from tune_ext.searchers import state as saved
 from tune_ext.searchers.space import SearchSpace, plain
 from tune_ext.searchers.state import COMPLETE, FAIL, PRUNED
+from tune_ext.validate import int_at_least, min_or_max, positive
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +42,15 @@ class SpaceSearcher(Searcher):
                  mode: str | None = None, points_to_evaluate: list[dict] | None = None,
                  seed: int | None = None, time_attr: str = "training_iteration",
                  max_t: float | None = None):
-        if mode not in (None, "min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if mode is not None:
+            min_or_max("mode", mode)
         if metric is not None and not isinstance(metric, str):
             raise ValueError(f"metric must be a string (one objective), got {metric!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        int_at_least("seed", seed, 0, allow_none=True)
         if not isinstance(time_attr, str) or not time_attr:
             raise ValueError(f"time_attr must be a result key, got {time_attr!r}")
-        if max_t is not None and not (isinstance(max_t, (int, float)) and max_t > 0):
-            raise ValueError(f"max_t must be a positive number or None, got {max_t!r}")
+        if max_t is not None:
+            positive("max_t", max_t)
         if points_to_evaluate is not None and not isinstance(points_to_evaluate, (list, tuple)):
             raise ValueError("points_to_evaluate must be a list of config dicts, got "
                              f"{type(points_to_evaluate).__name__}")
@@ -72,8 +70,8 @@ class SpaceSearcher(Searcher):
 
     # -- Ray's protocol ------------------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        if mode not in (None, "min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if mode is not None:
+            min_or_max("mode", mode)
         if self._metric is None and metric:
             self._metric = metric
         if self._mode is None and mode:
@@ -295,6 +293,11 @@ class SpaceSearcher(Searcher):
     @property
     def outcomes(self) -> dict[str, int]:
         return dict(self._told)
+
+    @property
+    def pending_trials(self) -> list[str]:
+        """Trials suggested and not yet complete, in the order they were suggested."""
+        return list(self._live)
 
     # -- for subclasses ------------------------------------------------------------------------
     def _setup(self) -> None:

@@ -19,6 +19,8 @@ import json
 import math
 from typing import Any
 
+from tune_ext.validate import saved_version
+
 STATE_VERSION = 1
 OUTCOMES = COMPLETE, PRUNED, FAIL = "complete", "pruned", "fail"
 EVENTS = {"suggest": 4, "result": 4, "complete": 5}  # event kind -> its length
@@ -76,14 +78,9 @@ def dumps(state: dict) -> str:
 def check(state: Any, owner: str, where: str) -> dict:
     """``state`` if it is a ``owner`` state of this version; ValueError naming ``where`` (the file,
     or "the saved searcher state") for another version, another searcher or a malformed shape."""
-    if not isinstance(state, dict) or "version" not in state:
-        raise ValueError(f"{owner}: {where} is not a tune-ext searcher state (got "
-                         f"{type(state).__name__}); put back the experiment's "
-                         f"searcher-state-*.pkl or start a new experiment under another name")
-    if state["version"] != STATE_VERSION:
-        raise ValueError(f"{owner}: {where} has version {state['version']!r}, this tune-ext reads "
-                         f"version {STATE_VERSION}; resume with the tune-ext that wrote it, or "
-                         f"start a new experiment under another name")
+    saved_version(owner, where, "searcher state", state, STATE_VERSION,
+                  "put back the experiment's searcher-state-*.pkl or start a new experiment under "
+                  "another name")
     if state.get("searcher") != owner:
         raise ValueError(f"{owner}: {where} is the state of a {state.get('searcher')!r}, not of a "
                          f"{owner}; restore it with the searcher the experiment ran")
