@@ -44,8 +44,11 @@ BAD = [
     # a configuration every trial would refuse: our message once, before Ray (not from each trial)
     (["--task", "user_task:typo_task", "--methods", "asha"],
      "error: method 'asha' on task 'bumps': unknown config key 'momentun' for SupervisedTrainable; "
-     "did you mean 'momentum'? (valid keys: batch_size, data_root, dataset, dataset_kwargs, epochs, "
-     "model, model_kwargs, momentum, seed, weight_decay, lr_0, lr_1, ...)\n"),
+     "did you mean 'momentum'? (valid keys: batch_size, beta1, data_root, dataset, dataset_kwargs, "
+     "epochs, l2, label_smoothing, lr, model, model_kwargs, momentum, optimizer, per_layer, seed, "
+     "weight_decay, lr_0, lr_1, ..., momentum_0, momentum_1, ..., beta1_0, beta1_1, ..., "
+     "weight_decay_0, weight_decay_1, ..., l2_0, l2_1, ..., label_smoothing_0, label_smoothing_1, "
+     "...)\n"),
     (["--task", "user_task:gradient_typo_task", "--methods", "asha,fds"],
      "error: method 'fds' on task 'bumps': unknown config key 'lr_stpe' for FDSTrainable; did you "
      "mean 'lr_step'?"),

@@ -465,6 +465,15 @@ def test_mnist1d_variants_search_many_hyperparameters_and_share_the_reference(na
     assert {k: fds[f"n_{k}_windows"] for k in counts} == \
         {k: n // (3 if per_layer and k != "momentum" else 1) for k, n in counts.items()}
     assert fds.get("per_layer", False) == per_layer
+    # ... and the grid is mnist1d's own, refined
+    from tune_ext.benchmark.tasks import refine_schedule
+
+    def searched(point, of):
+        return {k: v for k, v in point.items() if isinstance(of.space.get(k), Domain)}
+
+    windows = {k: fds[f"n_{k}_windows"] for k in counts}
+    assert [searched(p, task) for p in task.reference_grid] == \
+        [refine_schedule(searched(p, base), windows, per_layer, 3) for p in base.reference_grid]
 
 
 def test_cnn1d_has_the_layers_the_per_layer_variant_counts():
@@ -513,3 +522,34 @@ def test_a_refined_grid_schedule_trains_exactly_as_the_original(windows, per_lay
         t.stop()
     assert runs[0][:2] == runs[1][:2]
     assert all(bool((runs[0][2][k] == runs[1][2][k]).all()) for k in runs[0][2])
+
+
+@pytest.mark.parametrize("name", ["mnist1d-30", "mnist1d-100"])
+def test_every_gradient_method_takes_its_start_on_the_variants(name):
+    from trainables import FDSTrainable
+    from tune_ext.benchmark.methods import fds_starts, gradient_config
+
+    task = get_task(name)
+    expected = {"mnist1d-30": {"fds": {"lr": (12,), "momentum": (9,), "weight_decay": (9,)},
+                               "hd": {"lr": (1,), "momentum": (1,), "weight_decay": (1,)}},
+                "mnist1d-100": {"fds": {"lr": (15, 3), "momentum": (15,), "weight_decay": (15, 3)},
+                                "hd": {"lr": (1, 3), "momentum": (1,), "weight_decay": (1, 3)}}}[name]
+    for method in ("fds", "hd"):
+        space, first = fds_starts(task, online=method != "fds")
+        config = {k: v for k, v in gradient_config(task, method).items() if not k.endswith("_init")}
+        t = FDSTrainable(config={**config, "start": first, "seed": 0})
+        assert {h: tuple(v.shape) for h, v in t.engine["hparams"].items()} == expected[method]
+        assert float(t.engine["hparams"]["momentum"][0]) == 0.5 and set(first) == set(space)
+        t.stop()
+
+
+def test_a_task_with_lr_windows_the_grid_does_not_divide_keeps_its_own_grid():
+    import user_task
+
+    from tune_ext.benchmark.reference import sgd_grid
+
+    task = user_task.own_model_task()     # 2 learning-rate windows: the grid over 2 windows
+    assert [{k: p[k] for k in ("lr_0", "lr_1", "momentum", "weight_decay")} for p in task.reference_grid] \
+        == sgd_grid(2)
+    assert len(get_task("cifar10").reference_grid[0]) and \
+        [p["lr_6"] for p in get_task("cifar10").reference_grid[:4]] == [g["lr_6"] for g in sgd_grid(7)[:4]]

@@ -157,12 +157,17 @@ class Schedule:
         values = torch.tensor(self.values[kind], dtype=like.dtype, device=like.device)
         if kind in self.whole:
             return values.expand(shape).clone()
-        given = self.windows(kind, n_layers or 1)
-        if given != n_windows:
+        self.check_windows(kind, n_windows, n_layers or 1)
+        return values.reshape(shape).clone()
+
+    def check_windows(self, kind: str, n_windows: int | None, n_layers: int = 1) -> None:
+        """ValueError unless ``kind``'s schedule has ``n_windows`` windows (None, or a bare key:
+        any number)."""
+        given = self.windows(kind, n_layers)
+        if None not in (given, n_windows) and given != n_windows:
             raise ValueError(f"{self.owner} has {given} {KINDS[kind].label} windows ({kind}_0 .. "
                              f"{kind}_{len(self.values[kind]) - 1}) but config['n_{kind}_windows'] "
                              f"is {n_windows}")
-        return values.reshape(shape).clone()
 
 
 def choice(config: dict, key: str, choices, default):

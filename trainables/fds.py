@@ -95,6 +95,10 @@ class HypergradConfig:
         if method != "fds" and any(n not in (1, None) for n in windows.values()):
             raise ValueError(f"config['n_*_windows'] must be 1 for method {method!r}: online methods "
                              f"learn one value per hyperparameter (got {windows})")
+        for h in (start.values if start is not None else ()):
+            if not (per_layer and KINDS[h].per_layer):  # per layer: checked with the model's layers
+                start.check_windows(h, windows.get(h))
+                _one_window_online(method, h, start.windows(h))
         init = {h: KINDS[h].check(non_negative(config, f"{h}_init", KINDS[h].init), f"{h}_init")
                 for h in hparams}
         steps = {h: non_negative(config, f"{h}_step", KINDS[h].step) for h in hparams}
@@ -131,12 +135,16 @@ class HypergradConfig:
             n = self.windows[h]
             if n is None and self.start is not None and h in self.start.values:
                 n = self.start.windows(h, layers(h) or 1)
-            if self.method != "fds" and n not in (1, None):
-                raise ValueError(f"config['start'] has {n} {KINDS[h].label} windows; method "
-                                 f"{self.method!r} learns one value per hyperparameter: give one "
-                                 f"({h!r} or {h}_0)")
+            _one_window_online(self.method, h, n)
             out[h] = (n or 1,) + (() if layers(h) is None else (layers(h),))
         return out
+
+
+def _one_window_online(method: str, kind: str, n_windows: int | None) -> None:
+    if method != "fds" and n_windows not in (1, None):
+        raise ValueError(f"config['start'] has {n_windows} {KINDS[kind].label} windows; method "
+                         f"{method!r} learns one value per hyperparameter: give one ({kind!r} or "
+                         f"{kind}_0)")
 
 
 def _start(config, optimizer) -> Schedule | None:

@@ -170,7 +170,7 @@ def hybrid_max_t(task: Task) -> int:
 # hyper-step sizes of the online methods: plain SGD on the raw hypergradient (clip None), one
 # step size for lr, momentum and weight decay; measured by scripts/online_step_sizes.py
 # (docs/gradient-hpo.md), in the range of Baydin et al. 2018 (HD) and Im, Savin & Cho 2021 (OHO)
-ONLINE_STEPS = {"hd": 1e-4, "oho": 1e-5}
+ONLINE_STEPS = {"hd": 1e-4, "oho": 1e-4}
 
 
 def gradient_config(task: Task, method: str) -> dict:

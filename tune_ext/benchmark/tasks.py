@@ -4,7 +4,9 @@ A task is any Ray Tune trainable with a search space: ``Task(name, trainable, sp
 The built-in tasks (``TASKS``) are made by ``sgd_task``: ``SupervisedTrainable`` on a named
 dataset and model, searched over the FDS paper's SGD schedule (Micaelli & Storkey 2021, section
 5.4: learning rates over equal windows of the run, momentum and weight decay, each over a wide
-range); they also carry the ``FDSTrainable`` config that the gradient-based methods need.
+range, from the registry ``tune_ext.hypergrad.kinds``; ``mnist1d-30`` and ``mnist1d-100`` with
+more windows and per layer); they also carry the ``FDSTrainable`` config that the gradient-based
+methods need.
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ class Task:
         trainable_kwargs: keyword arguments every trial's trainable gets through
             ``tune.with_parameters`` (e.g. ``model_fn``, ``data``, ``loss_fn`` of your own model;
             wrapped when the run starts, so nothing is put into Ray before then).
-        gradient_config: the ``FDSTrainable`` config of this task (without the hyperparameter
-            keys), or None when gradient-based methods cannot run on it.
+        gradient_config: the ``FDSTrainable`` config of this task (the task's keys, and for
+            ``sgd_task`` the schedule's shape: ``n_<kind>_windows``, ``per_layer``; no starting
+            values or steps), or None when gradient-based methods cannot run on it.
         n_lr_windows: learning-rate windows the gradient methods learn.
         extra_space: hyperparameters gradients cannot learn (Ray domains over ``FDSTrainable``
             config keys, e.g. ``{"batch_size": tune.choice([64, 128]), "model_kwargs":
@@ -138,6 +141,7 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
              data=None, loss_fn: Optional[Callable] = None, n_lr_windows: int = 3,
              lr_range=None, momentum_range=None, weight_decay_range=None,
              windows: Optional[dict] = None, per_layer: bool = False, n_layers: Optional[int] = None,
+             grid_lr_windows: Optional[int] = None,
              model_kwargs: Optional[dict] = None, extra_space: Optional[dict] = None,
              **task_kwargs) -> Task:
     """A task that trains a model with SGD, searched over the SGD schedule: a built-in ``dataset``
@@ -153,9 +157,10 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
     share (``lr_0 ..``; a kind with one entry by its bare name, ``momentum``, except the
     learning rate: ``lr_0``). Black-box methods run ``SupervisedTrainable`` over it; the gradient
     methods learn the same keys with ``FDSTrainable`` (``gradient_config``). The reference grid is
-    the FDS paper's Appendix F one (``reference.SGD_GRID``, 3 learning-rate windows), mapped
-    exactly onto this schedule (``refine_schedule``): every kind's windows must then be a multiple
-    of the grid's (3 for lr, any for the others). ``extra_space``: see ``Task`` (domains over the
+    the FDS paper's Appendix F one (``reference.SGD_GRID``) over ``grid_lr_windows`` learning-rate
+    windows (default: the task's), mapped exactly onto this schedule (``refine_schedule``): the
+    task's lr windows must be a multiple of ``grid_lr_windows`` (the mnist1d variants use 3, the
+    default task's, to share its stored reference). ``extra_space``: see ``Task`` (domains over the
     trainables' config keys, e.g. ``batch_size``, ``model_kwargs``).
     """
     from ray import tune
@@ -201,7 +206,8 @@ def sgd_task(name: str, dataset: Optional[str] = None, model: Optional[str] = No
     space = {**fixed, **schedule}
     gradient = {k: v for k, v in fixed.items() if k != "epochs"}
     gradient.update({f"n_{kind}_windows": n for kind, n in windows.items()})
-    grid = [refine_schedule(c, windows, per_layer, n_layers or 1) for c in sgd_grid(3)]
+    grid = [refine_schedule(c, windows, per_layer, n_layers or 1)
+            for c in sgd_grid(grid_lr_windows or windows["lr"])]
     return Task(name=name, trainable=SupervisedTrainable, space=space, max_t=epochs,
                 reference_grid=tuple({**fixed, **c} for c in grid),
                 gradient_config=gradient, n_lr_windows=windows["lr"], extra_space=extra_space,
@@ -279,13 +285,14 @@ _BUILTIN: dict[str, Callable[[], Task]] = {
     "mnist1d-30": lambda: _builtin(
         "mnist1d-30", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
         default_budget_s=35.0, windows={"lr": 12, "momentum": 9, "weight_decay": 9},
-        reference_path=packaged_reference("mnist1d"),
+        reference_path=packaged_reference("mnist1d"), grid_lr_windows=3,
         extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
         description="mnist1d with 30 hyperparameters: 12 lr, 9 momentum, 9 weight-decay windows"),
     "mnist1d-100": lambda: _builtin(
         "mnist1d-100", "mnist1d", "cnn1d", epochs=20, batch_size=128, target_regret=0.02,
         default_budget_s=35.0, windows={"lr": 15, "momentum": 15, "weight_decay": 15},
         per_layer=True, n_layers=CNN1D_LAYERS, reference_path=packaged_reference("mnist1d"),
+        grid_lr_windows=3,
         extra_space=_choices(batch_size=[32, 64, 128, 256], model_kwargs={"channels": [16, 32, 64]}),
         description="mnist1d with 105 hyperparameters: 15 windows of lr and weight decay for each "
                     "of the CNN's 3 layers, and of momentum"),
