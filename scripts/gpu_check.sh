@@ -27,7 +27,10 @@ analysis = tune.run(FDSTrainable, resources_per_trial={"cpu": 1, "gpu": 0.5}, ve
                             "outer_steps": 4, "n_lr_windows": 3, "lr_init": 0.0, "lr_step": 0.1})
 rows = [{"method": t.config["method"], "status": t.status,
          "val_acc": t.last_result.get("val_acc"), "test_acc": t.last_result.get("test_acc"),
-         "time_total_s": t.last_result.get("time_total_s")} for t in analysis.trials]
+         "time_total_s": t.last_result.get("time_total_s"),
+         # where the trial trained and the GPU Ray assigned it (the trainables report both)
+         "device": t.last_result.get("device"), "gpu_ids": t.last_result.get("gpu_ids"),
+         "gpu_fraction": t.last_result.get("gpu_fraction")} for t in analysis.trials]
 ray.shutdown()
 print(f"FDSTrainable on {torch.cuda.get_device_name(0)} (0.5 GPU per trial, 2 trials sharing it): "
       f"{time.time() - t0:.1f}s wall")
@@ -35,6 +38,7 @@ for r in rows:
     print("  ", r)
 json.dump(rows, open(f"{out}/fds.json", "w"), indent=1)
 assert all(r["status"] == "TERMINATED" for r in rows), rows
+assert all(r["device"] == "cuda" and r["gpu_fraction"] == 0.5 for r in rows), rows
 PY
 "$venv/bin/python" -m tune_ext.benchmark --task mnist1d --methods asha,fds,oho,ray-asha --seeds 1 \
   --budget-s "$budget" --gpus-per-trial 0.5 --out "$out"

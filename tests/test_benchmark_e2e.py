@@ -191,16 +191,22 @@ def test_runs_go_side_by_side_on_a_multi_node_cluster(tmp_path):
         cluster.shutdown()
 
 
+def _last_results(experiment_state):
+    """Every trial's last result, from a Ray Tune experiment_state-*.json (Tune's own record)."""
+    trials = json.loads(experiment_state.read_text())["trial_data"]
+    results = (json.loads(runtime)["last_result"] for _, runtime in trials)
+    return [r for r in results if r.get("training_iteration")]   # trials that reported
+
+
 def test_half_a_gpu_per_trial_on_logical_gpus_shares_each_gpu_between_two_trials(tmp_path):
     """GPU placement without a GPU: a Ray node with 2 logical GPUs, half a GPU per trial, checked
-    from Ray Tune's own result files (scripts/gpu_check.sh is the check on a real device)."""
+    from Ray Tune's own records of the trials (scripts/gpu_check.sh is the check on a real device)."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 2, "num_gpus": 2, "include_dashboard": False})
     try:
         env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token"}
-        env.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)    # Tune writes each trial's result.json
         proc = run_cli(["--quick", "--methods", "asha,fds", "--cpus-per-trial", "0.5",
                         "--gpus-per-trial", "0.5", *MAX_RESULTS, "--address", "auto",
                         "--out", str(tmp_path)], env=env)
@@ -217,8 +223,9 @@ def test_half_a_gpu_per_trial_on_logical_gpus_shares_each_gpu_between_two_trials
         "where they ran: they train on the CPU"]
     for method in ("asha", "fds"):
         assert summary["methods"][method]["seeds"][0]["devices"] == ["cpu"]
-        rows = [json.loads(line) for f in (tmp_path / "ray" / f"{method}-seed0").glob("*/result.json")
-                for line in f.read_text().splitlines() if line.strip()]
+        rows = [_last_results(f) for f in (tmp_path / "ray" / f"{method}-seed0").glob(
+            "experiment_state-*.json")]
+        rows = [r for per_file in rows for r in per_file]
         assert rows, f"no result of {method} trials"
         for row in rows:
             # Ray granted each trial half a GPU (so at most 2 trials per GPU), one GPU id, and the

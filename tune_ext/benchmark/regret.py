@@ -6,6 +6,9 @@ best *validation* score so far; regret(t) = reference - test score of the incumb
 better-validating configuration tests worse: that is the honest number, so it is reported as is
 (the incumbent's validation score itself never worsens). Before the first usable result there is
 no incumbent and no regret: a run that never gets one has "no result", never a number.
+
+Time is the run's clock, which starts when its first trial is up (``RegretCallback``); the
+``BudgetStopper`` ends the run on that clock.
 """
 from __future__ import annotations
 
@@ -57,9 +60,10 @@ class RegretCallback(Callback):
 
     The clock starts when the run's first trial is up: its worker process started, its imports
     done (torch, ray.tune, the trainable's module) and its trainable constructed. Ray starts a
-    fresh worker process for each trial actor (a warmed-up task worker is never given to an
-    actor), so this start-up cannot happen before ``tune.run``; it is left out of the budget the
-    same way for every method, and measured (``startup_s``). Later trials' start-ups count.
+    fresh worker process for each trial actor (a worker warmed up by a task was not given to an
+    actor, checked with Ray 2.60), so this start-up cannot happen before ``tune.run``; it is left
+    out of the budget the same way for every method, and measured (``startup_s``). Later trials'
+    start-ups count.
 
     Args:
         tracker: the run's incumbent.

@@ -12,7 +12,6 @@ method of seed 0, then of seed 1, ... so that machine load drifts evenly over me
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -183,8 +182,8 @@ def run_one(task: Task, method: Method, seed: int, budget: Budget, reference: fl
                               budget_s=budget.seconds)
     stopper = BudgetStopper(callback, budget.seconds, budget.max_results,
                             start_limit_s=max(START_LIMIT_S, budget.seconds))
-    record = RunRecord(method=method.name, seed=seed, node=ray.util.get_node_ip_address(),
-                       start=time.time(), end=math.nan)
+    set_up = time.time()
+    trials, errored, error = [], [], None
     try:
         analysis = tune.run(**method_kwargs(method, task, seed, compile_gradient),
                             metric=task.metric, mode=task.mode,
@@ -192,19 +191,19 @@ def run_one(task: Task, method: Method, seed: int, budget: Budget, reference: fl
                             callbacks=[callback], verbose=1 if verbose else 0, reuse_actors=True,
                             storage_path=storage, name=f"{method.name}-seed{seed}",
                             raise_on_failed_trial=False)
-        errored = [t for t in analysis.trials if t.status == "ERROR"]
-        record.trials, record.errored = len(analysis.trials), len(errored)
-        record.first_error = str(errored[0].error_file) if errored else None
+        trials = analysis.trials
+        errored = [t for t in trials if t.status == "ERROR"]
     except Exception as exc:  # recorded as this run's failure, shown, never a regret number
-        record.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     finally:
         callback.close()
-    record.end = time.time()
-    record.points, record.results = callback.points, callback.n_results
-    record.late_results, record.first_result_s = callback.n_late, callback.first_result_s
-    record.start, record.startup_s = callback.start_wall or record.start, callback.startup_s
-    record.devices = tuple(sorted(callback.devices))
-    return record
+    return RunRecord(method=method.name, seed=seed, node=ray.util.get_node_ip_address(),
+                     start=callback.start_wall or set_up, end=time.time(), points=callback.points,
+                     trials=len(trials), errored=len(errored),
+                     first_error=str(errored[0].error_file) if errored else None, error=error,
+                     results=callback.n_results, late_results=callback.n_late,
+                     first_result_s=callback.first_result_s, startup_s=callback.startup_s,
+                     devices=tuple(sorted(callback.devices)))
 
 
 def _on_cpu_instead(budget: Budget, record: RunRecord) -> bool:
