@@ -148,6 +148,10 @@ def load_study(folder: str) -> list[dict]:
     return sorted(variants, key=lambda v: v["n_hyperparameters"])
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
 def fmt(x, digits: int, none: str) -> str:
     return none if x is None else f"{x:.{digits}f}"
 
@@ -160,7 +164,7 @@ def table(variants: list[dict]) -> str:
     for v in variants:
         s = v["summary"]
         lines.append(f"- `{v['task']}`: {v['n_hyperparameters']} hyperparameters, {s['budget_s']:g} s "
-                     f"per method and seed, {len(s['seeds'])} seeds, reference {s['reference']:g}, "
+                     f"per method and seed, {plural(len(s['seeds']), 'seed')}, reference {s['reference']:g}, "
                      f"target regret {s['target_regret']:g}: `{v['command']}`")
     lines += ["", "| hyperparameters | task | method | final regret, median [95% CI] | time to "
               "target regret (s), median [95% CI] | seeds reached |", "| --- | --- | --- | --- | --- | --- |"]
@@ -264,7 +268,7 @@ def figure(variants: list[dict]):
     labels.append('median not reached: "never" / "no result"')
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=9, frameon=False)
     fig.suptitle(f"methods against the number of hyperparameters ({' or '.join(map(str, seeds))} "
-                 f"seeds; budget per variant as in the table)", fontsize=11)
+                 f"seed{'s' * (seeds != [1])}; budget per variant as in the table)", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     return fig
 
