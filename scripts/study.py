@@ -28,7 +28,6 @@ VARIANTS = ("mnist1d", "mnist1d-30", "mnist1d-100")
 DEFAULT_METHODS = "random,tpe,bohb,asha,fds"
 DEFAULT_SEEDS = 5
 MANIFEST = "study.json"
-SET_HERE = ("--task", "--methods", "--seeds", "--budget-s", "--out", "--quick")  # not after "--"
 
 
 def fail(message: str):
@@ -67,18 +66,20 @@ def plan(args, extra) -> list[dict]:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ValueError("--tasks names no task")
-    clash = [a for a in extra if a.split("=")[0] in SET_HERE]
-    if clash:
-        raise ValueError(f"{', '.join(clash)} after '--': the study sets --task, --methods, --seeds, "
-                         f"--budget-s and --out itself; use its own options")
     budgets = parse_budgets(args.budgets or "", tasks)
     variants = []
     for name in tasks:
         argv = ["--task", name, "--methods", args.methods, "--seeds", str(args.seeds)]
         argv += ["--budget-s", number(budgets[name])] if name in budgets else []
         argv += ["--out", os.path.join(args.out, name), *extra]
+        parsed = benchmark_parser().parse_args(argv)
+        # options after "--" come last and would win (also abbreviated, as argparse allows)
+        if (parsed.task, parsed.methods, parsed.seeds, parsed.budget_s, parsed.out, parsed.quick) != \
+                (name, args.methods, args.seeds, budgets.get(name), os.path.join(args.out, name), False):
+            raise ValueError(f"{' '.join(extra)} after '--' sets what the study sets itself (--task, "
+                             f"--methods, --seeds, --budget-s, --out, --quick): use its own options")
         try:
-            task, _, _, budget = prepare(benchmark_parser().parse_args(argv))
+            task, _, _, budget = prepare(parsed)
         except UsageError as exc:
             raise ValueError(f"variant {name}: {exc}") from None
         if name not in budgets:  # the task's default, written out so the command says it
@@ -232,10 +233,12 @@ def figure(variants: list[dict]):
                 if m["final_regret"] is not None or key == "time_to_target_s":
                     ax.plot([x, x], [band_y if lo is None else lo, band_y if hi is None else hi],
                             color=colour, lw=1.4, alpha=0.7)
-                if key == "time_to_target_s":   # in the band: below the marker, beside the others'
+                if key == "time_to_target_s":   # in the band: below the marker, staggered
+                    below = m[key] is None
                     ax.annotate(f"{m['seeds_reached']}/{len(v['summary']['seeds'])}", (x, y),
-                                textcoords="offset points", xytext=(0, -12 - 8 * (i % 2)) if m[key] is None else (4, 3),
-                                ha="center" if m[key] is None else "left", fontsize=7, color=colour)
+                                textcoords="offset points",
+                                xytext=(0, -12 - 8 * (i % 2)) if below else (4, 3),
+                                ha="center" if below else "left", fontsize=7, color=colour)
             ax.plot(px, py, color=colour, lw=0, label=name)   # the medians, for the tests and legend
             for (x0, y0, m0), (x1, y1, m1) in zip(zip(px, py, missing), zip(px[1:], py[1:], missing[1:])):
                 ax.plot([x0, x1], [y0, y1], color=colour, lw=1.6, ls=":" if m0 or m1 else "-")

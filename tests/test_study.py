@@ -187,5 +187,6 @@ def test_run_plans_one_harness_command_per_variant_and_keeps_earlier_variants(tm
                        ({"methods": "tpe,nope"}, "variant mnist1d-30: unknown method")]:
         with pytest.raises(ValueError, match=match):
             study.plan(study.argparse.Namespace(**{**vars(args), **bad}), [])
-    with pytest.raises(ValueError, match="the study sets --task"):
-        study.plan(args, ["--seeds", "3"])
+    for extra in (["--seeds", "3"], ["--budget", "5"], ["--out=/elsewhere"], ["--quick"]):
+        with pytest.raises(ValueError, match="sets what the study sets itself"):
+            study.plan(args, extra)
