@@ -443,6 +443,7 @@ def test_mnist1d_variants_search_many_hyperparameters_and_share_the_reference(na
     space = task.search_space()
     assert {k: len(_entries(space, k)) for k in counts} == counts
     assert sum(isinstance(v, Domain) for v in space.values()) == sum(counts.values())
+    assert task.n_hyperparameters() == sum(counts.values())   # 5, 30, 105: the study's x axis
     for key, domain in space.items():  # the default task's wide ranges
         if isinstance(domain, Domain):
             from tune_ext.hypergrad.kinds import kind_of
@@ -474,6 +475,16 @@ def test_mnist1d_variants_search_many_hyperparameters_and_share_the_reference(na
     windows = {k: fds[f"n_{k}_windows"] for k in counts}
     assert [searched(p, task) for p in task.reference_grid] == \
         [refine_schedule(searched(p, base), windows, per_layer, 3) for p in base.reference_grid]
+
+
+def test_n_hyperparameters_counts_searched_keys_also_nested_and_not_fixed_values():
+    from ray import tune
+
+    task = Task("nested", trainable=lambda config: None, max_t=1, reference=1.0,
+                space={"a": tune.uniform(0, 1), "fixed": 3, "model_kwargs": {
+                    "width": tune.choice([8, 16]), "depth": 2, "deeper": {"b": tune.loguniform(1e-3, 1)}}},
+                extra_space={"batch_size": tune.choice([32, 64])})
+    assert task.n_hyperparameters() == 3
 
 
 def test_cnn1d_has_the_layers_the_per_layer_variant_counts():

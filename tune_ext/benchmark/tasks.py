@@ -124,6 +124,17 @@ class Task:
         """The one search space every black-box method samples."""
         return dict(self.space)
 
+    def n_hyperparameters(self) -> int:
+        """How many hyperparameters the black-box methods search: the Ray Tune domains in
+        ``search_space()``, nested dicts (``model_kwargs``) included; fixed values do not count,
+        nor ``extra_space`` (only the hybrids search it)."""
+        from ray.tune.search.sample import Domain
+
+        def count(space: dict) -> int:
+            return sum(count(v) if isinstance(v, dict) else isinstance(v, Domain) for v in space.values())
+
+        return count(self.search_space())
+
     def regret(self, test_score: float) -> float:
         """How far ``test_score`` is from the reference (>= 0 when at most as good)."""
         sign = 1.0 if self.mode == "max" else -1.0
