@@ -109,8 +109,9 @@ def test_ranked_values_against_sorted_list():
                 r.remove(x)
             else:
                 x = float(rng.randint(0, 50)) if rng.random() < 0.5 else rng.random() * 50
+                # insert ranks and records in one step: values already recorded above x
+                assert r.insert(x) == sum(v > x for v in ref)
                 ref.append(x)
-                r.add(x)
             q = rng.random() * 52 - 1
             assert r.count_above(q) == sum(v > q for v in ref)
             assert len(r) == len(ref)
