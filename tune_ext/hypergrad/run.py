@@ -23,6 +23,7 @@ from tune_ext.hypergrad.choice import MODES, choose_mode, default_memory_budget
 from tune_ext.hypergrad.engine import DERIVATIVES, InnerRun, as_hparams, check_batches, forward_run
 from tune_ext.hypergrad.reverse import checkpointed_run, reverse_run, step_graph_bytes
 from tune_ext.hypergrad.updates import Update, sgd_momentum
+from tune_ext.validate import one_of
 
 
 def inner_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict, *,
@@ -45,10 +46,8 @@ def inner_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dict,
         update, train_loss, compile, watch, watch_every: as ``engine.forward_run``, for every path.
         batched, derivative: forward mode's (``engine.Trainer``); the reverse paths have none.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    if derivative not in DERIVATIVES:
-        raise ValueError(f"derivative must be one of {', '.join(DERIVATIVES)}; got {derivative!r}")
+    one_of("mode", mode, MODES)
+    one_of("derivative", derivative, DERIVATIVES)
     if memory_budget is not None and mode != "auto":
         raise ValueError(f"memory_budget is for mode='auto' (the choice of a path); got mode={mode!r}")
     if segment is not None and mode not in ("auto", "checkpointed"):
