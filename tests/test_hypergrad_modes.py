@@ -10,7 +10,8 @@ from torch import nn
 
 from hypergrad_helpers import D, assert_close, data
 
-from tune_ext.hypergrad import AdamW, MODES, choose_mode, default_memory_budget, inner_run
+from tune_ext.hypergrad import (SGD, AdamW, MODES, choose_mode, default_memory_budget, inner_run,
+                                layers_of)
 from tune_ext.hypergrad.choice import estimates
 from tune_ext.hypergrad.reverse import step_graph_bytes
 
@@ -89,6 +90,57 @@ def test_a_watch_sees_the_same_losses_and_stops_every_mode_at_the_same_step(mode
 
 
 @pytest.mark.slow  # two compilations of a double-differentiated step: minutes on 2 shared cores
+class Unpacked:
+    """An update without ``packed``: the reverse paths call it on the parameter dicts as they are."""
+
+    def __init__(self, update):
+        self.update, self.init = update, getattr(update, "init", None)
+        if self.init is None:
+            del self.init
+
+    def __call__(self, *args):
+        return self.update(*args)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "per-layer sgd", "adamw"])
+def test_packed_weights_give_the_run_of_the_parameter_dicts(rule):
+    # the reverse paths record SGD and AdamW on all weights packed into one vector; an update
+    # without ``packed`` runs per parameter: the same run, weights and optimiser state handed back
+    # per parameter, shaped as the model's
+    model, (batches, val) = bn_mlp(), data(steps=7)
+    layer_of = layers_of(model)
+    hp, update = dict(HP), SGD()
+    if rule == "per-layer sgd":
+        hp["lr"], update = torch.tensor([[0.3, 0.1, 0.2], [0.05, 0.2, 0.1]], dtype=D), SGD(layer_of)
+    if rule == "adamw":
+        hp = {"lr": torch.tensor([0.05, 0.02], dtype=D), "beta1": torch.tensor([0.8], dtype=D),
+              "weight_decay": torch.tensor([0.1], dtype=D)}
+        update = AdamW()
+    shapes = {k: p.shape for k, p in model.named_parameters()}
+    for mode, kw in (("reverse", {}), ("checkpointed", {"segment": 3})):
+        ref = inner_run(model, CE, batches, val, hp, mode=mode, update=Unpacked(update), **kw)
+        run = inner_run(model, CE, batches, val, hp, mode=mode, update=update, **kw)
+        assert_same_run(run, ref)
+        assert {k: w.shape for k, w in run.weights.items()} == shapes
+        velocity = run.velocity if rule != "adamw" else run.velocity["m"]
+        assert {k: v.shape for k, v in velocity.items()} == shapes
+        flat = lambda v: torch.cat([x.reshape(-1) for x in v.values()])  # noqa: E731
+        ref_velocity = ref.velocity if rule != "adamw" else ref.velocity["m"]
+        assert torch.allclose(flat(velocity), flat(ref_velocity), rtol=1e-10, atol=0)
+
+
+def test_an_update_whose_layers_miss_a_parameter_runs_unpacked_and_says_so():
+    # a per-layer value with a layer_of that misses a parameter is the update's own error, packed
+    # or not; with scalar values the same update runs
+    model, (batches, val) = bn_mlp(), data(steps=3)
+    partial = {k: i for k, i in layers_of(model).items() if not k.startswith("3.")}
+    hp = dict(HP, lr=torch.tensor([[0.3, 0.1, 0.2]], dtype=D))
+    with pytest.raises(ValueError, match="layer_of has no layer for parameter '3.weight'"):
+        inner_run(model, CE, batches, val, hp, mode="reverse", update=SGD(partial))
+    run = inner_run(model, CE, batches, val, HP, mode="reverse", update=SGD(partial))
+    assert_same_run(run, inner_run(model, CE, batches, val, HP, mode="reverse"))
+
+
 def test_compiled_reverse_paths_give_the_same_hypergradients():
     # torch.compile of the recorded step (torch.func.grad inside, differentiated by the outer
     # backward): BatchNorm and a short last batch (a second static shape)

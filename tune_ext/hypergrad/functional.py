@@ -28,7 +28,8 @@ class FunctionalModel:
 
     def __init__(self, model: nn.Module, loss_fn, train_loss=None):
         self.model, self.loss_fn, self.custom_train_loss = model, loss_fn, train_loss
-        self.norms = [m for m in model.modules() if isinstance(m, _NORM) and m.track_running_stats]
+        self.modules = list(model.modules())
+        self.norms = [m for m in self.modules if isinstance(m, _NORM) and m.track_running_stats]
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: p.detach().clone() for k, p in self.model.named_parameters()}
@@ -74,6 +75,11 @@ class FunctionalModel:
 
     @contextlib.contextmanager
     def _mode(self, training: bool):
+        # a step of a differentiated run enters this hundreds of times: where every module is in
+        # the mode already (a run's steps, one after the other) nothing is switched or restored
+        if all(m.training == training for m in self.modules):
+            yield
+            return
         was = self.model.training
         self.model.train(training)
         try:

@@ -41,6 +41,49 @@ from tune_ext.hypergrad.functional import FunctionalModel
 from tune_ext.hypergrad.updates import Update, init_velocity, sgd_momentum
 
 
+class Packing:
+    """The weights as one flat vector ``{KEY: flat}``, and the parameters' views of it.
+
+    A recorded step then holds a few update operations on one vector instead of a few per
+    parameter tensor, and the gradient comes back as one vector; the numbers are the same.
+    """
+
+    KEY = "packed"
+
+    def __init__(self, weights: dict):
+        self.shapes = {k: w.shape for k, w in weights.items()}
+        self.sizes = {k: w.numel() for k, w in weights.items()}
+
+    @classmethod
+    def of(cls, weights: dict, update: Update):
+        """(packing, the update over it), or (None, update) where the update cannot run packed
+        (it has no ``packed``, or says None) or the weights differ in dtype or device."""
+        packed = getattr(update, "packed", None)
+        kinds = {(w.dtype, w.device) for w in weights.values()}
+        if packed is None or len(kinds) != 1 or not weights:
+            return None, update
+        packing = cls(weights)
+        flat_update = packed(packing.sizes, cls.KEY, next(iter(kinds))[1])
+        return (None, update) if flat_update is None else (packing, flat_update)
+
+    def pack(self, weights: dict) -> dict:
+        return {self.KEY: torch.cat([weights[k].reshape(-1) for k in self.sizes])}
+
+    def views(self, packed: dict) -> dict:
+        parts = packed[self.KEY].split(list(self.sizes.values()))
+        return {k: x.view(self.shapes[k]) for k, x in zip(self.sizes, parts)}
+
+    def unpack(self, tree):
+        """``tree`` with every packed dict (weights, velocity, Adam's moments) back per parameter."""
+        if isinstance(tree, dict):
+            if set(tree) == {self.KEY}:
+                return {k: x.clone() for k, x in self.views(tree).items()}
+            return {k: self.unpack(x) for k, x in tree.items()}
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(self.unpack(x) for x in tree)
+        return tree
+
+
 class Unroller:
     """One training step with or without its autograd graph, for the reverse sweeps.
 
@@ -49,48 +92,68 @@ class Unroller:
         gradient by ``torch.func.grad`` inside the compiled function, differentiated again by the
         outer backward); eager, the gradient is ``torch.autograd.grad(create_graph=True)``, which
         skips torch.func's per-call wrapping.
+
+    The carried weights are packed into one vector (``Packing``) where the update allows it;
+    ``result`` hands them back per parameter.
     """
 
     def __init__(self, model, loss_fn, update: Update = sgd_momentum, train_loss=None,
                  compile: bool = False):
         self.f = FunctionalModel(model, loss_fn, train_loss)
-        self.update = update
+        self.packing, self.update = Packing.of(self.f.weights(), update)
         self._compiled = (torch.compile(self._func_step, fullgraph=True, dynamic=False)
                           if compile else None)
 
     def start(self):
-        """The model's weights, the update's initial velocity, a copy of the buffers."""
+        """The model's (packed) weights, the update's initial velocity, a copy of the buffers."""
         w = self.f.weights()
+        if self.packing is not None:
+            w = self.packing.pack(w)
         return w, init_velocity(self.update, w), self.f.buffers()
+
+    def per_parameter(self, weights: dict) -> dict:
+        """The model's parameters from the carried weights (views where they are packed)."""
+        return weights if self.packing is None else self.packing.views(weights)
+
+    def result(self, weights, velocity, buffers, *rest) -> InnerRun:
+        """An ``InnerRun`` with detached weights and velocity, per parameter as the model has them."""
+        weights, velocity = _detach(weights), _detach(velocity)
+        if self.packing is not None:
+            weights, velocity = self.packing.unpack(weights), self.packing.unpack(velocity)
+        return InnerRun(weights, velocity, buffers, *rest)
+
+    def _loss(self, weights, buffers, batch, hp):
+        return self.f.train_loss_as_set(self.per_parameter(weights), buffers, batch, hp)
 
     def graph_step(self, weights, velocity, buffers, hp, batch):
         """One step recorded for back-propagation (weights must require grad): (weights, velocity).
 
         Advances ``buffers`` in place first, as a training-mode forward pass would.
         """
-        self.f.advance_buffers(weights, buffers, batch)
+        params = self.per_parameter(weights)
+        self.f.advance_buffers(params, buffers, batch)
         with self.f.training():
             if self._compiled is not None:
                 return self._compiled(weights, velocity, buffers, hp, batch)
-            loss = self.f.train_loss_as_set(weights, buffers, batch, hp)
-            grads = _grad(loss, weights, create_graph=True)
-            return self.update(weights, velocity, grads, hp)
+            loss = self.f.train_loss_as_set(params, buffers, batch, hp)
+            return self.update(weights, velocity, _grad(loss, weights, create_graph=True), hp)
 
     def plain_step(self, weights, velocity, buffers, hp, batch):
         """The same step without a graph (the checkpointed forward sweep): detached results."""
-        self.f.advance_buffers(weights, buffers, batch)
+        self.f.advance_buffers(self.per_parameter(weights), buffers, batch)
         w = {k: x.detach().requires_grad_() for k, x in weights.items()}
-        with self.f.training(), torch.enable_grad():
-            grads = _grad(self.f.train_loss_as_set(w, buffers, batch, hp), w, create_graph=False)
+        with self.f.training(), torch.enable_grad():  # the views of w inside, so that they lead to w
+            grads = _grad(self.f.train_loss_as_set(self.per_parameter(w), buffers, batch, hp), w,
+                          create_graph=False)
         with torch.no_grad():
             return self.update(weights, velocity, grads, hp)
 
     def _func_step(self, weights, velocity, buffers, hp, batch):
-        grads = grad(self.f.train_loss_as_set)(weights, buffers, batch, hp)
+        grads = grad(self._loss)(weights, buffers, batch, hp)
         return self.update(weights, velocity, grads, hp)
 
     def val_loss(self, weights, buffers, batch):
-        return self.f.val_loss(weights, buffers, batch)
+        return self.f.val_loss(self.per_parameter(weights), buffers, batch)
 
 
 def _grad(loss, weights: dict, create_graph: bool) -> dict:
@@ -146,11 +209,11 @@ def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dic
             w, v = unroller.graph_step(w, v, buffers, step_values(theta, t, total), train_batches[t])
             lost = stop and stop(t + 1, w, buffers)
             if lost is not None:
-                return InnerRun(_detach(w), _detach(v), buffers, lost, None, t + 1, True, "reverse")
+                return unroller.result(w, v, buffers, lost, None, t + 1, True, "reverse")
         loss = unroller.val_loss(w, buffers, val_batch)
         grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
-    return InnerRun(_detach(w), _detach(v), buffers, float(loss.detach()), _hypergrads(theta, grads),
-                    total, False, "reverse")
+    return unroller.result(w, v, buffers, float(loss.detach()), _hypergrads(theta, grads), total,
+                           False, "reverse")
 
 
 def default_segment(total: int) -> int:
@@ -203,7 +266,7 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
             w, v = unroller.plain_step(w, v, buffers, step_values(hp, t, total), train_batches[t])
             lost = stop and stop(t + 1, w, buffers)
             if lost is not None:
-                return InnerRun(w, v, buffers, lost, None, t + 1, True, "checkpointed")
+                return unroller.result(w, v, buffers, lost, None, t + 1, True, "checkpointed")
     with torch.enable_grad():
         w0, v0 = _differentiable(w), _differentiable(v)
         w, v = w0, v0
@@ -211,7 +274,7 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
             w, v = unroller.graph_step(w, v, buffers, step_values(theta, t, total), train_batches[t])
             lost = stop and stop(t + 1, w, buffers)
             if lost is not None:
-                return InnerRun(_detach(w), _detach(v), buffers, lost, None, t + 1, True, "checkpointed")
+                return unroller.result(w, v, buffers, lost, None, t + 1, True, "checkpointed")
         loss = unroller.val_loss(w, buffers, val_batch)
         adjoint, totals = _pull_back([loss], None, w0, v0, theta)
         for start in reversed(stored):
@@ -225,8 +288,7 @@ def checkpointed_run(model, loss_fn, train_batches: Sequence, val_batch, hparams
             adjoint, grads = _pull_back(list(outs), list(adjs), w_s, v_s, theta)
             for n, g in grads.items():
                 totals[n] += g
-    return InnerRun(_detach(w), _detach(v), buffers, float(loss.detach()), totals, total, False,
-                    "checkpointed")
+    return unroller.result(w, v, buffers, float(loss.detach()), totals, total, False, "checkpointed")
 
 
 def _pull_back(outs, adjs, w0, v0, theta):

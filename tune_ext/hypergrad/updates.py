@@ -13,6 +13,12 @@ Layer-wise hyperparameters: with ``layer_of`` (parameter name -> layer index, se
 a hyperparameter whose value at a step is a vector holds one value per layer, and parameter ``k``
 uses entry ``layer_of[k]``; a scalar is shared by all layers.
 
+Packed weights: an update that treats every weight entry alike, given its layer's
+hyperparameters (``SGD``, ``AdamW``), has ``packed(layer_index)``: the same update over all the
+weights concatenated into one vector, where ``layer_index`` holds each entry's layer. The reverse
+paths (``reverse.py``) record it, a handful of operations per step instead of a handful per
+parameter tensor; an update without ``packed`` is called on the parameter dicts as they are.
+
 Example::
 
     import torch
@@ -42,6 +48,21 @@ class _LayerWise:
     def __init__(self, layer_of: Mapping[str, int] | None = None):
         self.layer_of = None if layer_of is None else dict(layer_of)
 
+    def packed(self, sizes: Mapping[str, int], key: str, device=None):
+        """This update over the weights packed into one vector ``{key: flat}``: entries in the
+        order of ``sizes`` (parameter name -> number of entries), layer indices on ``device``.
+
+        None where ``layer_of`` misses a parameter: the update then runs unpacked, and raises there
+        if a per-layer value is read. A subclass whose update mixes entries sets ``packed = None``.
+        """
+        if self.layer_of is None:
+            return type(self)()
+        if any(k not in self.layer_of for k in sizes):
+            return None
+        index = torch.cat([torch.full((n,), self.layer_of[k], dtype=torch.long, device=device)
+                           for k, n in sizes.items()])
+        return type(self)({key: index})
+
     def value(self, hp: dict, name: str, param: str, default=0.0):
         h = hp.get(name, default)
         if isinstance(h, torch.Tensor) and h.dim() > 0:
@@ -50,7 +71,7 @@ class _LayerWise:
                                  f"has no layer_of: build it with layer_of=layers_of(model)")
             if param not in self.layer_of:
                 raise ValueError(f"layer_of has no layer for parameter {param!r}")
-            return h[self.layer_of[param]]
+            return h[self.layer_of[param]]  # a packed update's index tensor gathers per entry
         return h
 
 
