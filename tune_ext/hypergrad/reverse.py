@@ -48,7 +48,7 @@ class Packing:
     parameter tensor, and the gradient comes back as one vector; the numbers are the same.
     """
 
-    KEY = "packed"
+    KEY = ""  # no parameter can have this name (``register_parameter`` refuses it)
 
     def __init__(self, weights: dict):
         self.shapes = {k: w.shape for k, w in weights.items()}
