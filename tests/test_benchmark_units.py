@@ -371,7 +371,9 @@ def test_concurrent_fds_trials_start_from_different_points_of_the_space():
         assert len({c["start"]["lr_0"] for c in configs}) == 3
         assert all(set(c["start"]) == {"lr_0", "momentum", "weight_decay"} for c in configs)
         assert not any(k.endswith("_init") or k.startswith("n_") for k in configs[0])
-        assert configs[0]["clip"] is None and 1e-6 <= configs[0]["lr_step"] <= 1e-2
+        # lr's step in their papers' range; weight decay's smaller, every kind's clipped
+        assert configs[0]["clip"] == 10.0 and 1e-6 <= configs[0]["lr_step"] <= 1e-2
+        assert configs[0]["weight_decay_step"] < configs[0]["lr_step"]
 
 
 def test_the_hybrid_searches_width_batch_size_and_fds_start_under_asha():

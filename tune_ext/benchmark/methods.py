@@ -167,10 +167,14 @@ def hybrid_max_t(task: Task) -> int:
     return len(gradient_config(task, "fds")["inner_epochs"]) + 2
 
 
-# hyper-step sizes of the online methods: plain SGD on the raw hypergradient (clip None), one
-# step size for lr, momentum and weight decay; measured by scripts/online_step_sizes.py
-# (docs/gradient-hpo.md), in the range of Baydin et al. 2018 (HD) and Im, Savin & Cho 2021 (OHO)
-ONLINE_STEPS = {"hd": 1e-4, "oho": 1e-4}
+# the online methods' outer steps: plain SGD with a hyper-step per kind on the hypergradient
+# clipped to norm ONLINE_CLIP per kind; measured by scripts/online_step_sizes.py from four starts
+# (docs/gradient-hpo.md): the lr step in the range of Baydin et al. 2018 (HD) and Im, Savin & Cho
+# 2021 (OHO); weight decay's raw hypergradient reaches norms of 1,000 from starts with large lr
+# or momentum, where a step of 1e-4 unclipped drove it to 0.15-2e9 and the run to chance
+ONLINE_STEPS = {"hd": {"lr": 1e-4, "momentum": 1e-4, "weight_decay": 1e-5},
+                "oho": {"lr": 1e-4, "momentum": 1e-4, "weight_decay": 1e-5}}
+ONLINE_CLIP = 10.0
 
 
 def gradient_config(task: Task, method: str) -> dict:
@@ -181,7 +185,8 @@ def gradient_config(task: Task, method: str) -> dict:
     (``horizon_ladder``: cheaper early outer steps; windows are fractions of the run, so the
     schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one
     run of the task's horizon, learning one value of each kind online (per layer on a per-layer
-    task), with plain SGD on the raw hypergradient at ``ONLINE_STEPS[method]``. (The harness's
+    task), with plain SGD at ``ONLINE_STEPS[method]`` (a step per kind) on the hypergradient clipped
+    to ``ONLINE_CLIP``. (The harness's
     methods then replace the starting values by a ``start`` per trial, see ``fds_starts``.)
     """
     METHODS[method].check(task)
@@ -192,9 +197,8 @@ def gradient_config(task: Task, method: str) -> dict:
         cfg.update(inner_epochs=horizon_ladder(task.max_t), outer_steps=UNLIMITED)
     else:
         cfg = {k: v for k, v in cfg.items() if not (k.startswith("n_") and k.endswith("_windows"))}
-        step = ONLINE_STEPS[method]
-        cfg.update(inner_epochs=task.max_t, outer_optimizer="sgd", clip=None, lr_step=step,
-                   momentum_step=step, weight_decay_step=step)
+        cfg.update(inner_epochs=task.max_t, outer_optimizer="sgd", clip=ONLINE_CLIP,
+                   **{f"{kind}_step": step for kind, step in ONLINE_STEPS[method].items()})
     return cfg
 
 
