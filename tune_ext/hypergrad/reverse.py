@@ -57,7 +57,8 @@ class Packing:
     @classmethod
     def of(cls, weights: dict, update: Update):
         """(packing, the update over it), or (None, update) where the update cannot run packed
-        (it has no ``packed``, or says None) or the weights differ in dtype or device."""
+        (it has no ``packed``, or says None) or the weights differ in dtype or device. Only the
+        weights' shapes, dtype and device are read."""
         packed = getattr(update, "packed", None)
         kinds = {(w.dtype, w.device) for w in weights.values()}
         if packed is None or len(kinds) != 1 or not weights:
@@ -100,7 +101,7 @@ class Unroller:
     def __init__(self, model, loss_fn, update: Update = sgd_momentum, train_loss=None,
                  compile: bool = False):
         self.f = FunctionalModel(model, loss_fn, train_loss)
-        self.packing, self.update = Packing.of(self.f.weights(), update)
+        self.packing, self.update = Packing.of(dict(model.named_parameters()), update)
         self._compiled = (torch.compile(self._func_step, fullgraph=True, dynamic=False)
                           if compile else None)
 
@@ -143,8 +144,7 @@ class Unroller:
         self.f.advance_buffers(self.per_parameter(weights), buffers, batch)
         w = {k: x.detach().requires_grad_() for k, x in weights.items()}
         with self.f.training(), torch.enable_grad():  # the views of w inside, so that they lead to w
-            grads = _grad(self.f.train_loss_as_set(self.per_parameter(w), buffers, batch, hp), w,
-                          create_graph=False)
+            grads = _grad(self._loss(w, buffers, batch, hp), w, create_graph=False)
         with torch.no_grad():
             return self.update(weights, velocity, grads, hp)
 

@@ -14,10 +14,11 @@ a hyperparameter whose value at a step is a vector holds one value per layer, an
 uses entry ``layer_of[k]``; a scalar is shared by all layers.
 
 Packed weights: an update that treats every weight entry alike, given its layer's
-hyperparameters (``SGD``, ``AdamW``), has ``packed(layer_index)``: the same update over all the
-weights concatenated into one vector, where ``layer_index`` holds each entry's layer. The reverse
-paths (``reverse.py``) record it, a handful of operations per step instead of a handful per
-parameter tensor; an update without ``packed`` is called on the parameter dicts as they are.
+hyperparameters (``SGD``, ``AdamW``), has ``packed(sizes, key, device)``: the same update over all
+the weights concatenated into one vector ``{key: flat}``, its ``layer_of`` an index tensor that
+holds each entry's layer. The reverse paths (``reverse.py``) record it, a handful of operations
+per step instead of a handful per parameter tensor; an update without ``packed`` is called on the
+parameter dicts as they are.
 
 Example::
 
