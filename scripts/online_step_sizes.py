@@ -1,14 +1,20 @@
 """Hyper-step sizes for the online gradient methods (HD, OHO): a few, measured on a task.
 
 Each run is one ``FDSTrainable`` (method "hd" or "oho") of the task's whole horizon from a fixed
-start, its hyperparameters (lr, momentum, weight decay) learned online with plain SGD on the raw
-hypergradient (``clip=None``, as Baydin et al. 2018 and Im, Savin & Cho 2021 do) and the same
-hyper-step size for all three; step size 0 is the plain run at the start (the control). It prints
-one line per (method, step size, start) with the final test accuracy per seed and the median, and
-writes them as JSON. Baydin et al. use a hypergradient learning rate of 1e-3 for SGD-HD; OHO's
-MNIST runs use a meta learning rate of 1e-5 (global) to 1e-6 (per layer).
+start (``--starts``: two moderate ones, and two where a raw step of 1e-4 lost OHO in the default
+run), its hyperparameters (lr, momentum, weight decay) learned online with plain SGD on the
+hypergradient: raw by default (``clip=None``, as Baydin et al. 2018 and Im, Savin & Cho 2021
+do) or clipped per kind (``--clip``), one hyper-step size for lr and momentum and, by default,
+for weight decay too (``--weight-decay-steps`` tries others); step size 0 is the plain run at
+the start (the control). It prints one line per (method, step sizes, start) with the final test
+accuracy per seed and the median, and writes them as JSON. Baydin et al. use a hypergradient
+learning rate of 1e-3 for SGD-HD; OHO's MNIST runs use a meta learning rate of 1e-5 (global) to
+1e-6 (per layer). The harness's choice (``methods.ONLINE_STEPS``, ``ONLINE_CLIP``) and the tables
+are in docs/gradient-hpo.md.
 
     PYTHONPATH=. python scripts/online_step_sizes.py --out /tmp/online-steps.json
+    PYTHONPATH=. python scripts/online_step_sizes.py --methods oho --steps 1e-4 \
+        --weight-decay-steps 1e-5 --clip 10
 """
 from __future__ import annotations
 
@@ -81,8 +87,8 @@ def main(argv=None):
                 accs = [r["test_acc"] for r in runs]
                 lrs = " ".join(f"{r['lr_0']:.3g}" for r in runs)
                 wds = " ".join(f"{r['weight_decay_0']:.3g}" for r in runs)
-                rows.append({"method": method, "step": step, "weight_decay_step": wd_step, "clip": args.clip,
-                             "start": name, "runs": runs,
+                rows.append({"method": method, "step": step, "weight_decay_step": wd_step,
+                             "clip": args.clip, "start": name, "runs": runs,
                              "median_test_acc": statistics.median(accs)})
                 wd = "" if wd_step is None else f" wd step {wd_step:<7g}"
                 print(f"{method:4} step {step:<7g}{wd} start {name:5} test_acc "

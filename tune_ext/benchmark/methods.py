@@ -76,12 +76,13 @@ def _black_box(search_alg=None, scheduler=None):
     return build
 
 
-def _gradient(method: str, spread_starts: bool = True):
-    """FDSTrainable trials with ``gradient_config``; with ``spread_starts``, consecutive and
-    concurrent trials each start from their own point of the task's space (``fds_starts``: random
-    search over the starting schedule, the paper's point first; for HD and OHO over one value of
-    each kind, as the FDS paper's appendix C random-searches HD's initial values), else every
-    trial starts from the paper's point and only the seeds differ."""
+def gradient_trials(method: str, spread_starts: bool = True):
+    """A gradient method's ``Method.build`` (``method``: "fds", "oho" or "hd"; scripts build
+    variants with it): FDSTrainable trials with ``gradient_config``; with ``spread_starts``,
+    consecutive and concurrent trials each start from their own point of the task's space
+    (``fds_starts``: random search over the starting schedule, the paper's point first; for HD
+    and OHO over one value of each kind, as the FDS paper's appendix C random-searches HD's
+    initial values), else every trial starts from the paper's point and only the seeds differ."""
     def build(task: Task, seed: int) -> dict:
         from ray import tune
 
@@ -98,9 +99,6 @@ def _gradient(method: str, spread_starts: bool = True):
         return {"run_or_experiment": task.runnable(FDSTrainable), "config": config,
                 "search_alg": search_alg, "num_samples": UNLIMITED}
     return build
-
-
-gradient_trials = _gradient  # public: scripts build variants of the gradient methods with it
 
 
 def _without_inits(config: dict) -> dict:
@@ -172,8 +170,7 @@ def hybrid_max_t(task: Task) -> int:
 # (docs/gradient-hpo.md): the lr step in the range of Baydin et al. 2018 (HD) and Im, Savin & Cho
 # 2021 (OHO); weight decay's raw hypergradient reaches norms of 1,000 from starts with large lr
 # or momentum, where a step of 1e-4 unclipped drove it to 0.15-2e9 and the run to chance
-ONLINE_STEPS = {"hd": {"lr": 1e-4, "momentum": 1e-4, "weight_decay": 1e-5},
-                "oho": {"lr": 1e-4, "momentum": 1e-4, "weight_decay": 1e-5}}
+ONLINE_STEPS = {"lr": 1e-4, "momentum": 1e-4, "weight_decay": 1e-5}   # HD's and OHO's
 ONLINE_CLIP = 10.0
 
 
@@ -185,9 +182,9 @@ def gradient_config(task: Task, method: str) -> dict:
     (``horizon_ladder``: cheaper early outer steps; windows are fractions of the run, so the
     schedule stretches); the outer steps go on until the budget ends. "oho" and "hd" train one
     run of the task's horizon, learning one value of each kind online (per layer on a per-layer
-    task), with plain SGD at ``ONLINE_STEPS[method]`` (a step per kind) on the hypergradient clipped
-    to ``ONLINE_CLIP``. (The harness's
-    methods then replace the starting values by a ``start`` per trial, see ``fds_starts``.)
+    task), with plain SGD at ``ONLINE_STEPS`` (a step per kind) on the hypergradient clipped to
+    ``ONLINE_CLIP``. (The harness's methods then replace the starting values by a ``start`` per
+    trial, see ``fds_starts``.)
     """
     METHODS[method].check(task)
     cfg = dict(task.gradient_config)
@@ -198,7 +195,7 @@ def gradient_config(task: Task, method: str) -> dict:
     else:
         cfg = {k: v for k, v in cfg.items() if not (k.startswith("n_") and k.endswith("_windows"))}
         cfg.update(inner_epochs=task.max_t, outer_optimizer="sgd", clip=ONLINE_CLIP,
-                   **{f"{kind}_step": step for kind, step in ONLINE_STEPS[method].items()})
+                   **{f"{kind}_step": step for kind, step in ONLINE_STEPS.items()})
     return cfg
 
 
@@ -295,10 +292,12 @@ METHODS = {m.name: m for m in [
            _black_box(_ours_tpe, _ours_asha)),
     Method("adaptive-asha", "black-box", "multi-fidelity", "AdaptiveASHAScheduler + RandomSearch",
            _black_box(_ours_random, _ours_adaptive)),
-    Method("fds", "gradient", "gradient", "FDSTrainable: forward-mode hypergradients over the whole run",
-           _gradient("fds")),
-    Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation", _gradient("oho")),
-    Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent", _gradient("hd")),
+    Method("fds", "gradient", "gradient", "FDSTrainable: exact hypergradients over the whole run (hypergrad_mode auto)",
+           gradient_trials("fds")),
+    Method("oho", "gradient", "gradient", "FDSTrainable, online hyperparameter optimisation",
+           gradient_trials("oho")),
+    Method("hd", "gradient", "gradient", "FDSTrainable, greedy hypergradient descent",
+           gradient_trials("hd")),
     Method("asha-fds", "gradient", "hybrid", "ASHAScheduler + TPESearch over width, batch size and "
            "FDS's start; FDS learns each trial's schedule", _hybrid(_ours_tpe)),
     Method("ray-asha", "black-box", "ray", "Ray's ASHAScheduler + Ray's random variants",
