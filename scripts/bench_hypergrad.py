@@ -20,11 +20,14 @@ the same process, for every mode (forward, reverse, checkpointed, auto) at 5, 30
 per-step entries, with each cell's peak RSS (``ru_maxrss`` of a fresh subprocess that holds only
 that cell) next to the peak of a process that only runs the plain run. Forward mode's cost grows
 with the entries: cells above ``--forward-max`` entries are not run, and their estimate (a line
-through the measured forward cells) is printed as such.
+through the measured forward cells) is printed as such. ``--mode-list reverse reverse-aten`` adds
+reverse mode with ATen's own convolution double backward (``tune_ext/hypergrad/convolution.py``
+off) next to the default, to time what the masked one saves.
 
     PYTHONPATH=. python scripts/bench_hypergrad.py            # parts 1 and 2, minutes on a CPU
     PYTHONPATH=. python scripts/bench_hypergrad.py --modes    # part 3: mnist1d, 20 epochs
     PYTHONPATH=. python scripts/bench_hypergrad.py --modes --epochs 4 --sizes 5 30  # smaller
+    PYTHONPATH=. python scripts/bench_hypergrad.py --modes --mode-list reverse reverse-aten
     PYTHONPATH=. python scripts/bench_hypergrad.py --fds-step mnist1d   # FDS outer step vs a plain run
     PYTHONPATH=. python scripts/bench_hypergrad.py --quick    # smaller, for a smoke test
 """
@@ -234,6 +237,8 @@ SIZES = {"5": "3 lr windows, momentum, weight decay (the task's default space)",
          "100": "per-layer lr and weight decay over 15 windows, momentum over 10 windows",
          "step": "one lr, momentum and weight decay per training step"}
 MODE_ROWS = ("plain", "forward", "reverse", "checkpointed", "auto")
+# on request only: reverse mode with ATen's own convolution double backward (hypergrad/convolution.py)
+ATEN = "reverse-aten"
 
 
 def horizon_setup(dataset, model_name, batch_size, epochs, seed=0):
@@ -288,8 +293,11 @@ def modes_child(task_json, mode, size, repeats, compile=False):
     """Runs in a fresh interpreter: one cell, printed as JSON (times in s, peak RSS in MiB)."""
     from tune_ext.hypergrad import inner_run
     from tune_ext.hypergrad.choice import default_memory_budget, estimates
+    from tune_ext.hypergrad import convolution
     from tune_ext.hypergrad.reverse import default_segment, step_graph_bytes
 
+    if mode == ATEN:
+        convolution.ENABLED, mode = False, "reverse"
     t = json.loads(task_json)
     model, batches, val = horizon_setup(t["dataset"], t["model"], t["batch_size"], t["epochs"])
     hp, update = size_hparams(size, model, len(batches))
@@ -353,7 +361,7 @@ def modes_table(args):
     print("|---|---|---|---:|---:|---:|---:|---:|")
     forward = {}
     for size in args.sizes:
-        for mode in MODE_ROWS[1:]:
+        for mode in MODE_ROWS[1:] + (ATEN,):
             if mode not in args.mode_list:
                 continue
             if mode == "forward" and size != "step" and int(size) > args.forward_max or \
@@ -408,7 +416,7 @@ def main():
     p.add_argument("--epochs", type=int, default=None, help="--modes: horizon [the task's]")
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES),
                    help="--modes: entry counts (step: one lr, momentum, weight decay per step)")
-    p.add_argument("--mode-list", nargs="+", default=list(MODE_ROWS[1:]), choices=MODE_ROWS[1:],
+    p.add_argument("--mode-list", nargs="+", default=list(MODE_ROWS[1:]), choices=MODE_ROWS[1:] + (ATEN,),
                    help="--modes: which modes")
     p.add_argument("--forward-max", type=int, default=30,
                    help="--modes: run forward mode up to this many entries (estimate above)")

@@ -92,6 +92,26 @@ def test_every_mode_equals_central_differences_of_torch_sgd(mode):
     assert_close(got, central_differences(model, batches, val, HP), rtol=1e-6)
 
 
+def tanh_cnn(seed=0):
+    """A strided 1D CNN whose first convolution's input (the data) needs no gradient: the
+    reverse paths' convolution double backward skips that term (hypergrad/convolution.py)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(1, 3, 3, stride=2), nn.Tanh(), nn.Conv1d(3, 4, 3), nn.Tanh(),
+                         nn.Flatten(), nn.Linear(12, 3)).to(torch.float64)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_equals_central_differences_through_convolutions(mode):
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 1, 11, generator=g, dtype=torch.float64),
+                torch.randint(0, 3, (8,), generator=g)) for _ in range(6)]
+    val = (torch.randn(24, 1, 11, generator=g, dtype=torch.float64), torch.randint(0, 3, (24,), generator=g))
+    model = tanh_cnn()
+    got = hypergradient(model, CE, batches, val, HP, mode=mode)
+    assert all(g.abs().min() > 0 for g in got.values())
+    assert_close(got, central_differences(model, batches, val, HP), rtol=1e-6)
+
+
 def test_per_layer_learning_rates_need_only_a_new_update():
     model, (batches, val) = tanh_mlp(), data(steps=6)
     layer_of = layers_of(model)

@@ -9,7 +9,8 @@ recomputes one segment at a time with its graph, from the last to the first, and
 the adjoint of the segment's end through it: the same numbers with memory ~ T/k states plus one
 segment's graph, for about one more plain sweep of compute.
 
-Both follow ``engine.forward_run`` exactly: the same pure update (``updates.py``), the same
+The backward sweeps run a convolution's double backward that computes only what autograd asks
+for (``convolution.py``). Both follow ``engine.forward_run`` exactly: the same pure update (``updates.py``), the same
 training loss with this step's hyperparameters (``losses.py``), BatchNorm running statistics
 advanced before each step without gradients and never differentiated (``functional.py``; the
 checkpointed sweep stores and replays them), the same ``watch``.
@@ -36,6 +37,7 @@ import torch
 from torch.func import grad
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from tune_ext.hypergrad.convolution import masked_double_backward
 from tune_ext.hypergrad.engine import InnerRun, as_hparams, check_batches, check_watch, step_values
 from tune_ext.hypergrad.functional import FunctionalModel
 from tune_ext.hypergrad.updates import Update, init_velocity, sgd_momentum
@@ -211,7 +213,8 @@ def reverse_run(model, loss_fn, train_batches: Sequence, val_batch, hparams: dic
             if lost is not None:
                 return unroller.result(w, v, buffers, lost, None, t + 1, True, "reverse")
         loss = unroller.val_loss(w, buffers, val_batch)
-        grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
+        with masked_double_backward():
+            grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
     return unroller.result(w, v, buffers, float(loss.detach()), _hypergrads(theta, grads), total,
                            False, "reverse")
 
@@ -296,7 +299,8 @@ def _pull_back(outs, adjs, w0, v0, theta):
     start (w0, v0) and to theta: (adjoint of (w0, v0), {name: d/d theta})."""
     leaves, spec = tree_flatten((w0, v0))
     inputs = [x for x in leaves if x.requires_grad]
-    grads = torch.autograd.grad(outs, inputs + list(theta.values()), adjs, allow_unused=True)
+    with masked_double_backward():
+        grads = torch.autograd.grad(outs, inputs + list(theta.values()), adjs, allow_unused=True)
     it = iter(grads[:len(inputs)])
     back = [_zero_if_none(next(it), x) if x.requires_grad else torch.zeros_like(x) for x in leaves]
     return tree_unflatten(back, spec), _hypergrads(theta, grads[len(inputs):])
