@@ -180,7 +180,7 @@ def plot_ranks(ranks: dict, grid, png_path: str, order=None, title: str = ""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
     for m in sorted(ranks, key=lambda m: sum(ranks[m]) / max(1, len(ranks[m]))):
         if ranks[m]:
             ax.step(grid, ranks[m], where="post", label=m, color=method_colour(m, order),
@@ -191,7 +191,8 @@ def plot_ranks(ranks: dict, grid, png_path: str, order=None, title: str = ""):
     ax.set_ylabel("average rank over seeds (1 = lowest regret)")
     ax.set_title(title or "average rank over time")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    # beside the axes, best first: with a dozen methods any place inside covers some curves
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
