@@ -17,7 +17,7 @@ the mask asks, from the ops every training step already uses (``convolution`` fo
 term, ``convolution_backward`` for the input and weight terms). The numbers are the same up to
 the order of floating-point sums (tests/test_convolution.py compares both kernels in float64,
 for 1D, 2D and 3D, strided, padded, dilated, grouped and transposed convolutions). On the
-mnist1d CNN it takes 0.16-0.22 plain runs (5-7%) off a reverse outer step (docs/gradient-hpo.md).
+mnist1d CNN it takes 0.03-0.22 plain runs (1-7%) off a reverse outer step (docs/gradient-hpo.md).
 Leaving the outermost ``with`` restores ATen's own kernel; nested and concurrent entries share
 one registration. ``tune_ext.hypergrad.convolution.ENABLED = False`` keeps ATen's kernel
 throughout (``scripts/bench_hypergrad.py --modes --mode-list reverse reverse-aten`` times both).
