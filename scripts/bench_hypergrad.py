@@ -291,9 +291,8 @@ def plain_run(model, batches):
 
 def modes_child(task_json, mode, size, repeats, compile=False):
     """Runs in a fresh interpreter: one cell, printed as JSON (times in s, peak RSS in MiB)."""
-    from tune_ext.hypergrad import inner_run
+    from tune_ext.hypergrad import convolution, inner_run
     from tune_ext.hypergrad.choice import default_memory_budget, estimates
-    from tune_ext.hypergrad import convolution
     from tune_ext.hypergrad.reverse import default_segment, step_graph_bytes
 
     if mode == ATEN:

@@ -89,7 +89,6 @@ def test_a_watch_sees_the_same_losses_and_stops_every_mode_at_the_same_step(mode
         inner_run(model, CE, batches, val, HP, mode=mode, watch=stop)
 
 
-@pytest.mark.slow  # two compilations of a double-differentiated step: minutes on 2 shared cores
 class Unpacked:
     """An update without ``packed``: the reverse paths call it on the parameter dicts as they are."""
 
@@ -141,6 +140,7 @@ def test_an_update_whose_layers_miss_a_parameter_runs_unpacked_and_says_so():
     assert_same_run(run, inner_run(model, CE, batches, val, HP, mode="reverse"))
 
 
+@pytest.mark.slow  # two compilations of a double-differentiated step: minutes on 2 shared cores
 def test_compiled_reverse_paths_give_the_same_hypergradients():
     # torch.compile of the recorded step (torch.func.grad inside, differentiated by the outer
     # backward): BatchNorm and a short last batch (a second static shape)

@@ -10,10 +10,11 @@ the adjoint of the segment's end through it: the same numbers with memory ~ T/k 
 segment's graph, for about one more plain sweep of compute.
 
 The backward sweeps run a convolution's double backward that computes only what autograd asks
-for (``convolution.py``). Both follow ``engine.forward_run`` exactly: the same pure update (``updates.py``), the same
-training loss with this step's hyperparameters (``losses.py``), BatchNorm running statistics
-advanced before each step without gradients and never differentiated (``functional.py``; the
-checkpointed sweep stores and replays them), the same ``watch``.
+for (``convolution.py``). Both follow ``engine.forward_run`` exactly: the same pure update
+(``updates.py``), the same training loss with this step's hyperparameters (``losses.py``),
+BatchNorm running statistics advanced before each step without gradients and never
+differentiated (``functional.py``; the checkpointed sweep stores and replays them), the same
+``watch``.
 
 Example::
 
